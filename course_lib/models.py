@@ -1,0 +1,238 @@
+"""Whole models built from `course_lib.blocks`: the encoder-decoder Transformer.
+
+Token ids are (B, L) integer tensors; PAD positions are found from `pad_id`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .blocks import DecoderLayer, EncoderLayer
+from .masks import decoder_mask, padding_mask
+from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .utils import expect_ndim, fmt_shape
+
+POSITIONAL = {"sinusoidal": SinusoidalPositionalEncoding, "learned": LearnedPositionalEmbedding}
+
+
+def _check_tokens(name: str, tokens: torch.Tensor) -> None:
+    """Raise a ValueError unless `tokens` is a (B, L) tensor of integer token ids."""
+    expect_ndim(name, tokens, 2, "(B, L) of token ids")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must hold integer token ids, got dtype {tokens.dtype} with shape "
+            f"{fmt_shape(tokens.shape)}; pass the ids, not embeddings or a mask"
+        )
+
+
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Switch off dropout and gradients for the block, then restore the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def gnmt_length_penalty(length: int, alpha: float) -> float:
+    """((5 + length) / 6) ** alpha from Wu et al. (2016); alpha = 0 means no penalty."""
+    return ((5 + length) / 6) ** alpha
+
+
+class Transformer(nn.Module):
+    """The encoder-decoder Transformer of "Attention Is All You Need", batch-first."""
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_encoder_layers: int = 2,
+        num_decoder_layers: int = 2,
+        d_ff: int = 256,
+        dropout: float = 0.0,
+        max_len: int = 128,
+        pad_id: int = 0,
+        norm_first: bool = True,
+        positional: str = "sinusoidal",
+    ):
+        super().__init__()
+        if num_heads < 1 or d_model % num_heads != 0:
+            raise ValueError(
+                f"d_model={d_model} is not divisible by num_heads={num_heads}; "
+                "each head gets d_model / num_heads features"
+            )
+        if positional not in POSITIONAL:
+            raise ValueError(f"positional must be one of {sorted(POSITIONAL)}, got {positional!r}")
+        self.config = dict(
+            src_vocab_size=src_vocab_size,
+            tgt_vocab_size=tgt_vocab_size,
+            d_model=d_model,
+            num_heads=num_heads,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            d_ff=d_ff,
+            dropout=dropout,
+            max_len=max_len,
+            pad_id=pad_id,
+            norm_first=norm_first,
+            positional=positional,
+        )  # Transformer(**config) rebuilds this model, e.g. from a checkpoint
+        self.d_model, self.pad_id, self.max_len = d_model, pad_id, max_len
+        self.src_embed = nn.Embedding(src_vocab_size, d_model)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, d_model)
+        for emb in (self.src_embed, self.tgt_embed):  # std 1/sqrt(D): unit scale after * sqrt(D)
+            nn.init.normal_(emb.weight, std=d_model**-0.5)
+        self.pos = POSITIONAL[positional](d_model, max_len, dropout)
+        layer_args = (d_model, num_heads, d_ff, dropout, norm_first)
+        self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(num_encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(num_decoder_layers))
+        # pre-LN layers leave the residual stream un-normalised, so normalise it once at the end
+        self.encoder_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.head = nn.Linear(d_model, tgt_vocab_size)  # to logits over the target vocabulary
+
+    def embed(self, tokens: torch.Tensor, table: nn.Embedding) -> torch.Tensor:
+        """(B, L) ids -> (B, L, D): embedding * sqrt(D) plus positions."""
+        return self.pos(table(tokens) * math.sqrt(self.d_model))  # (B, L, D)
+
+    def encode(self, src: torch.Tensor) -> torch.Tensor:
+        """src (B, L_s) ids -> memory (B, L_s, D); PAD positions are never attended to."""
+        _check_tokens("src", src)
+        mask = padding_mask(src, self.pad_id)  # (B, 1, 1, L_s)
+        x = self.embed(src, self.src_embed)  # (B, L_s, D)
+        for layer in self.encoder:
+            x = layer(x, mask)
+        return self.encoder_norm(x)  # (B, L_s, D)
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        """tgt_in (B, L_t) ids, memory (B, L_s, D), src (B, L_s) ids -> logits (B, L_t, V_tgt)."""
+        _check_tokens("tgt_in", tgt_in)
+        _check_tokens("src", src)
+        if memory.dim() != 3 or memory.shape[:2] != src.shape or tgt_in.shape[0] != src.shape[0]:
+            raise ValueError(
+                f"memory {fmt_shape(memory.shape)} must be (B, L_s, D) for src "
+                f"{fmt_shape(src.shape)} and tgt_in {fmt_shape(tgt_in.shape)} must have the same "
+                "B; memory should be encode(src) for this batch"
+            )
+        tgt_mask = decoder_mask(tgt_in, self.pad_id)  # (B, 1, L_t, L_t): causal AND not PAD
+        memory_mask = padding_mask(src, self.pad_id)  # (B, 1, 1, L_s)
+        x = self.embed(tgt_in, self.tgt_embed)  # (B, L_t, D)
+        for layer in self.decoder:
+            x = layer(x, memory, tgt_mask, memory_mask)
+        return self.head(self.decoder_norm(x))  # (B, L_t, V_tgt)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: src (B, L_s), tgt_in (B, L_t) = BOS + target[:-1] -> (B, L_t, V_tgt)."""
+        return self.decode(tgt_in, self.encode(src), src)
+
+    def _check_decoding(self, src: torch.Tensor, max_len: int) -> None:
+        """Validate the arguments shared by greedy and beam decoding."""
+        _check_tokens("src", src)
+        if not 1 <= max_len <= self.max_len:
+            raise ValueError(
+                f"max_len={max_len} must be between 1 and the model's max_len={self.max_len} "
+                "(the decoder input BOS + max_len-1 tokens must fit the position table)"
+            )
+
+    def greedy_decode(
+        self, src: torch.Tensor, max_len: int, bos_id: int, eos_id: int
+    ) -> torch.Tensor:
+        """src (B, L_s) -> (B, <=max_len) ids: always the most likely next token.
+
+        The output excludes BOS, includes EOS, and is PAD after EOS; decoding stops once every
+        sequence has produced EOS. Runs in eval mode without gradients.
+        """
+        self._check_decoding(src, max_len)
+        with _evaluating(self):
+            memory = self.encode(src)  # (B, L_s, D)
+            ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)
+            done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+            for _ in range(max_len):
+                logits = self.decode(ys, memory, src)[:, -1]  # (B, V): only the newest position
+                next_id = logits.argmax(dim=-1).masked_fill(done, self.pad_id)  # (B,)
+                ys = torch.cat([ys, next_id[:, None]], dim=1)  # (B, t+1)
+                done |= next_id == eos_id
+                if done.all():
+                    break
+        return ys[:, 1:]  # drop BOS
+
+    def beam_search(
+        self,
+        src: torch.Tensor,
+        max_len: int,
+        bos_id: int,
+        eos_id: int,
+        beam_size: int = 4,
+        length_penalty: float = 0.6,
+    ) -> torch.Tensor:
+        """src (B, L_s) -> (B, <=max_len) ids, the same format as `greedy_decode`.
+
+        Keeps the `beam_size` best partial translations; a hypothesis ending in EOS is set
+        aside as finished, and the best finished one by log p / ((5+len)/6)**length_penalty
+        wins. With beam_size=1 this is greedy decoding.
+        """
+        self._check_decoding(src, max_len)
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+        with _evaluating(self):
+            memory = self.encode(src)  # (B, L_s, D)
+            settings = (max_len, bos_id, eos_id, beam_size, length_penalty)
+            best = [
+                self._beam_one(src[i : i + 1], memory[i : i + 1], *settings)
+                for i in range(src.shape[0])
+            ]  # one sentence at a time: simpler than batching beams
+        out = torch.full((len(best), max(map(len, best))), self.pad_id, dtype=torch.long)
+        for i, tokens in enumerate(best):
+            out[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        return out.to(src.device)  # (B, <=max_len)
+
+    def _beam_one(
+        self,
+        src: torch.Tensor,
+        memory: torch.Tensor,
+        max_len: int,
+        bos_id: int,
+        eos_id: int,
+        beam_size: int,
+        alpha: float,
+    ) -> list[int]:
+        """Beam search for one sentence: src (1, L_s), memory (1, L_s, D) -> best token list."""
+        beams = torch.full((1, 1), bos_id, dtype=torch.long, device=src.device)  # (k, t)
+        scores = torch.zeros(1, device=src.device)  # (k,): summed log-probabilities
+        finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens incl. EOS)
+        for step in range(1, max_len + 1):
+            k = beams.shape[0]
+            logits = self.decode(beams, memory.expand(k, -1, -1), src.expand(k, -1))[:, -1]
+            cand = scores[:, None] + logits.log_softmax(dim=-1)  # (k, V): every extension
+            vocab = cand.shape[1]
+            top_scores, top_idx = cand.flatten().topk(min(2 * beam_size, cand.numel()))
+            keep, keep_scores = [], []
+            pairs = zip(top_scores.tolist(), top_idx.tolist(), strict=True)
+            for rank, (score, idx) in enumerate(pairs):  # best first
+                beam, token = divmod(idx, vocab)
+                prefix = beams[beam].tolist()  # BOS + tokens so far
+                if token == eos_id:  # set aside, but only if it made the top beam_size
+                    if rank < beam_size:
+                        lp = gnmt_length_penalty(step, alpha)
+                        finished.append((score / lp, prefix[1:] + [token]))
+                elif len(keep) < beam_size:
+                    keep.append(prefix + [token])
+                    keep_scores.append(score)
+            if len(finished) >= beam_size or not keep:
+                break
+            beams = torch.tensor(keep, dtype=torch.long, device=src.device)  # (k, t+1)
+            scores = torch.tensor(keep_scores, device=src.device)  # (k,)
+        else:  # ran out of length: unfinished hypotheses compete too
+            for score, tokens in zip(scores.tolist(), beams[:, 1:].tolist(), strict=True):
+                finished.append((score / gnmt_length_penalty(max_len, alpha), tokens))
+        return max(finished, key=lambda f: f[0])[1]
