@@ -6,3 +6,10 @@ def pytest_collectstart(collector):
     path = getattr(collector, "path", None)
     if path is not None and str(path).endswith(".ipynb"):
         collector.skip_compare += ("text/html", "application/javascript", "stderr")
+
+
+def pytest_configure(config):
+    """Unit tests use small models: one thread is faster and immune to a busy machine."""
+    import torch
+
+    torch.set_num_threads(1)
