@@ -35,6 +35,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     ),
     "course_lib.masks": ("padding_mask", "causal_mask", "decoder_mask"),
     "course_lib.positional": ("sinusoidal_encoding", "SinusoidalPositionalEncoding"),
+    "course_lib.rnn": ("rnn_cell_step", "AdditiveAttention", "DotAttention"),
 }
 
 Mistake = tuple[str, Callable[[], Any]]  # (hint naming the mistake, thunk computing its output)
@@ -78,15 +79,12 @@ def _reference_disabled(
     """Make course_lib's reference implementations raise while the block runs.
 
     Patches every name bound to a reference object (found by identity, so aliases count too)
-    in its own module, the `course_lib` package, `__main__` and any extra `namespaces`
-    (e.g. the learner function's globals); everything is restored on exit.
+    in every loaded course_lib module, in `__main__` and in any extra `namespaces` (e.g. the
+    learner function's globals); everything is restored on exit.
     """
     refs = reference_objects(allow)
-    spaces: list[dict[str, Any]] = []
-    for modname in [*REFERENCES, "course_lib", "__main__"]:
-        module = sys.modules.get(modname)
-        if module is not None:
-            spaces.append(vars(module))
+    modules = [m for n, m in list(sys.modules.items()) if n.partition(".")[0] == "course_lib"]
+    spaces = [vars(m) for m in (*modules, sys.modules.get("__main__")) if m is not None]
     spaces.extend(namespaces)
     patched: list[tuple[dict[str, Any], str, Any]] = []
     seen: set[int] = set()
@@ -155,10 +153,28 @@ def call_learner(
         except AssertionError:
             raise
         except Exception as exc:
+            tb = exc.__traceback__
+            if isinstance(exc, TypeError) and tb is not None and tb.tb_next is None:
+                error_hint = (  # raised by the call itself: the signature does not fit
+                    f"the check calls your function with {len(args)} positional arguments, "
+                    f"{_describe(args)}; make its parameters match the exercise's signature"
+                )
             raise AssertionError(
                 f"{label}: your function raised {type(exc).__name__}: {exc}{_where(exc, fn)}\n"
                 f"Hint: {error_hint}"
             ) from None
+
+
+def _describe(args: Sequence[Any]) -> str:
+    """'(tensor (2, 4, 8), 3)': the arguments a check passes, for messages."""
+    parts = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            kind = "bool tensor" if a.dtype == torch.bool else "tensor"
+            parts.append(f"{kind} {fmt_shape(a.shape)}")
+        else:
+            parts.append(type(a).__name__ if isinstance(a, torch.nn.Module) else repr(a))
+    return "(" + ", ".join(parts) + ")"
 
 
 def as_tensors(value: Any, label: str, names: Sequence[str], hint: str = "") -> list[torch.Tensor]:
@@ -176,6 +192,25 @@ def as_tensors(value: Any, label: str, names: Sequence[str], hint: str = "") -> 
                 f"{label}: {name} should be a torch.Tensor, got {type(item).__name__}. {hint}".rstrip()
             )
     return [t.detach().cpu() for t in items]
+
+
+def require_bool_mask(label: str, mask: torch.Tensor, right: torch.Tensor) -> None:
+    """Raise if a mask is not boolean, saying whether its values were otherwise right."""
+    if mask.dtype == torch.bool:
+        return
+    base = (
+        f"{label}: the mask has dtype {mask.dtype}; the course convention is a bool mask, "
+        "True = may attend (as in F.scaled_dot_product_attention)."
+    )
+    values = mask.double()
+    if torch.isinf(values).any():
+        raise AssertionError(
+            f"{base} Yours is an additive float mask (0 / -inf); build a bool one instead "
+            "(an additive mask converts with `mask == 0`)."
+        )
+    if torch.equal(values, right.double()):
+        raise AssertionError(f"{base} Your values are right: make it bool, e.g. with `.bool()`.")
+    raise AssertionError(f"{base} Build it from comparisons or with dtype=torch.bool.")
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
@@ -232,9 +267,14 @@ def compare(
         idx = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
         raise AssertionError(
             f"{label}: {name} has the right shape but wrong values; at index {idx} expected "
-            f"{e[idx].item():.4f}, got {a[idx].item():.4f} "
+            f"{_fmt(e[idx].item())}, got {_fmt(a[idx].item())} "
             f"(largest difference {diff.max().item():.2e}). {value_hint}".rstrip()
         )
+
+
+def _fmt(x: float | bool) -> str:
+    """A number with 4 decimals, or True / False."""
+    return str(x) if isinstance(x, bool) else f"{x:.4f}"
 
 
 def isolated(check: Callable[..., None]) -> Callable[..., None]:
@@ -251,6 +291,11 @@ def isolated(check: Callable[..., None]) -> Callable[..., None]:
 def randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
     """Standard-normal float32 tensor drawn from the check's own generator."""
     return torch.randn(*shape, generator=gen)
+
+
+def case_label(name: str, i: int, n: int, desc: str) -> str:
+    """'name, case i/n (desc)', the prefix of every message."""
+    return f"{name}, case {i}/{n} ({desc})"
 
 
 def passed(name: str, n_cases: int) -> None:

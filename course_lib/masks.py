@@ -46,6 +46,4 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
 def decoder_mask(tgt_tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """(B, L) target ids -> (B, 1, L, L): causal AND not-PAD, for decoder self-attention."""
     L = tgt_tokens.shape[1]
-    return combine_masks(
-        padding_mask(tgt_tokens, pad_id), causal_mask(L, device=tgt_tokens.device)
-    )
+    return combine_masks(padding_mask(tgt_tokens, pad_id), causal_mask(L, device=tgt_tokens.device))

@@ -1,0 +1,138 @@
+"""The hint texts of `course_lib.checks`, in one place so they are easy to review and improve.
+
+Each hint names one likely mistake and how to fix it; `{dim}` is filled in where present.
+"""
+
+from __future__ import annotations
+
+SOFTMAX_AXIS = (
+    "softmax over the wrong axis (dim={dim}): each query's weights must sum to 1 over the "
+    "keys, so use softmax(scores, dim=-1), the last axis L_k"
+)
+MASK_HINTS = {
+    "reversed": "mask polarity reversed: you hid the positions where mask is True, but True "
+    "means 'may attend'; hide where it is False: scores.masked_fill(~mask, float('-inf'))",
+    "after": "mask applied after the softmax: the hidden weights were zeroed but the rest no "
+    "longer sum to 1; fill hidden scores with -inf *before* the softmax instead",
+    "ignore": "the mask was ignored: hidden positions still receive weight; fill their scores "
+    "with -inf before the softmax",
+}
+HINTS = {
+    # attention, heads, positional encoding and masks (checks.py)
+    "sdpa_error": "scores = q @ k.transpose(-2, -1) has shape (..., L_q, L_k). Transpose only "
+    "the last two axes of k: k.T or k.transpose(0, 1) swap the batch axes instead and break "
+    "4-D inputs; the mask (True = may attend) must broadcast to (..., L_q, L_k)",
+    "sdpa_single": "you returned one tensor; return both (out, weights): the attention weights "
+    "are needed to draw attention maps",
+    "no_scale": "scores are not scaled: divide q·kᵀ by √d_k = math.sqrt(d_k) before the softmax",
+    "scale_d": "scores divided by d_k instead of √d_k: use math.sqrt(d_k)",
+    "scale_mul": "scores multiplied by √d_k: divide by √d_k (sqrt of d_k) instead",
+    "fill_zero": "hidden scores were filled with 0 instead of -inf, so exp(0) = 1 still gives "
+    "them weight; use float('-inf')",
+    "sdpa_steps": "Steps: scores = q @ k.transpose(-2, -1) / math.sqrt(d_k), mask, softmax over "
+    "the last axis, then weights @ v.",
+    "contiguous": "after a transpose a tensor is not contiguous, so .view can fail: use .reshape "
+    "(or .contiguous().view)",
+    "split_no_transpose": "reshaped straight to (B, H, L, d_k) without a transpose, which mixes "
+    "positions and heads; split the feature axis first, view(B, L, H, d_k), then transpose(1, 2)",
+    "split_wrong_axis": "heads taken from the wrong axis: each head is a contiguous block of d_k "
+    "features, so view(B, L, H, d_k), not view(B, L, d_k, H)",
+    "split_blhd": "you returned (B, L, H, d_k): the features are split but the head axis must "
+    "come before the sequence axis; add .transpose(1, 2)",
+    "merge_no_transpose": "reshaped without transposing back: bring the sequence axis forward "
+    "first, x.transpose(1, 2) -> (B, L, H, d_k), then reshape to (B, L, H*d_k)",
+    "merge_order": "features in the wrong order: each position must hold head 0's d_k features, "
+    "then head 1's, ...; transpose(1, 2) to (B, L, H, d_k), not permute to (B, L, d_k, H)",
+    "merge_no_reshape": "you transposed to (B, L, H, d_k) but did not reshape: merge the last two "
+    "axes into H*d_k",
+    "pe_swapped": "sin and cos swapped: even dimensions 2i get sin, odd dimensions 2i+1 get cos",
+    "pe_halves": "sin and cos concatenated in halves [sin ... | cos ...]; the paper interleaves "
+    "them: PE[:, 0::2] = sin, PE[:, 1::2] = cos",
+    "pe_exp_i": "wrong exponent: with i the pair index the angle is pos / 10000^(2i/d_model); "
+    "you used i/d_model",
+    "pe_exp_j": "wrong exponent: you used each dimension's own index j in 10000^(j/d_model), so "
+    "sin and cos of a pair get different frequencies; dimensions 2i and 2i+1 share "
+    "pos / 10000^(2i/d_model)",
+    "pe_multiply": "the angle is pos / 10000^(2i/d_model): you multiplied by the power of the "
+    "base instead of dividing by it",
+    "pe_batch": "the table has an extra leading axis of size 1; return the 2-D "
+    "(max_len, d_model) table",
+    "pe_formula": "PE[pos, 2i] = sin(pos / 10000^(2i/d_model)), PE[pos, 2i+1] = cos(...).",
+    "causal_reversed": "mask polarity reversed: True must mean 'may attend' (the lower triangle "
+    "and the diagonal); you marked the hidden future positions True",
+    "causal_future": "off by one: each query can also see the next (future) token; use "
+    "torch.tril(..., diagonal=0)",
+    "causal_self": "off by one: a token cannot see itself; the diagonal must be True "
+    "(torch.tril with diagonal=0)",
+    "causal_transposed": "the mask is transposed: rows are queries and columns keys, and query i "
+    "may attend keys 0..i (the lower triangle), not i..L-1",
+    "causal_both": "mask polarity reversed and off by one: True must mean 'may attend', i.e. "
+    "key j <= query i",
+    "causal_none": "nothing is masked: query i must not see keys j > i",
+    "pad_reversed": "mask polarity reversed: True must mark real tokens (may attend) and False "
+    "the PAD positions; use tokens != pad_id",
+    "mha_error": "follow the shapes: w_q(x), w_k(x), w_v(x) are (B, L, D) -> split into "
+    "(B, H, L, d_k) -> attention -> merge back to (B, L, D) -> w_o",
+    "mha_no_proj": "output projection missing: apply w_o to the merged heads",
+    "mha_single": "heads not split: this is single-head attention over all D features; split q, "
+    "k and v into num_heads heads of d_k = D / num_heads",
+    "mha_transpose": "reshape without transpose: going (B, L, D) <-> (B, H, L, d_k) needs a view "
+    "to (B, L, H, d_k) plus transpose(1, 2) each way; a bare reshape mixes positions and heads",
+    "mha_no_scale": "scores are not scaled: divide by √d_k (sqrt of the per-head dimension d_k)",
+    "mha_scale_d_model": "scaled by √d_model: each head divides by √d_k, d_k = D / num_heads",
+    # LayerNorm, RNN-era attention, online softmax and KV cache (_checks_more.py)
+    "ln_batchnorm": "normalised over the batch/sequence axis (BatchNorm-like): LayerNorm "
+    "normalises each token's own feature vector, mean and variance over the last axis "
+    "(dim=-1, keepdim=True)",
+    "ln_unbiased": "unbiased variance: torch.var and x.std divide by D - 1 by default; LayerNorm "
+    "uses the biased variance, x.var(dim=-1, unbiased=False, keepdim=True)",
+    "ln_eps_outside": "eps outside the square root: divide by torch.sqrt(var + eps), not "
+    "sqrt(var) + eps",
+    "ln_std": "x.std() + eps: std is unbiased by default and eps belongs inside the sqrt; use "
+    "torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + eps)",
+    "ln_no_eps": "eps is missing: divide by torch.sqrt(var + eps)",
+    "ln_fixed_eps": "eps is hard-coded: use the eps argument you were given",
+    "ln_no_affine": "forgot gamma and beta: the output is x_hat * gamma + beta",
+    "ln_no_beta": "forgot beta: the output is x_hat * gamma + beta",
+    "ln_no_gamma": "forgot gamma: the output is x_hat * gamma + beta",
+    "ln_swapped": "gamma and beta swapped: gamma scales, beta shifts (x_hat * gamma + beta)",
+    "rnn_error": "W_ih is (H, I) and W_hh (H, H): x (B, I) @ W_ih.T gives (B, H); transpose the "
+    "weights (or use F.linear(x, W_ih, b_ih))",
+    "rnn_no_tanh": "missing tanh: h' = tanh(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)",
+    "rnn_relu": "used relu: the vanilla RNN cell uses tanh",
+    "rnn_no_transpose": "weights not transposed: W_ih is (H, I) and W_hh (H, H), so compute "
+    "x @ W_ih.T and h @ W_hh.T",
+    "rnn_no_hidden": "forgot the hidden-state term h W_hhᵀ: without it the cell has no memory",
+    "rnn_bias": "a bias is missing: add both b_ih and b_hh",
+    "pool_values": "each example's weights must sum to 1 over its L positions",
+    "pool_batch": "softmax over the wrong axis (the batch, dim=0): each example's weights must "
+    "sum to 1 over its L source positions, softmax over dim=1 of the (B, L) scores",
+    "pool_squeeze": "context must be (B, H_enc) and weights (B, L): squeeze the size-1 axis",
+    "additive_no_tanh": "missing tanh: the score is v(tanh(W_q(query) + W_k(keys)))",
+    "additive_error": "W_q(query) is (B, A) and W_k(keys) (B, L, A): add a length axis to the "
+    "query (query_proj[:, None, :]) so they broadcast, then v(...) gives (B, L, 1)",
+    "dot_scaled": "Luong's dot score is plain keys · query, without a 1/√d scaling",
+    "dot_error": "scores are keys (B, L, H) times query (B, H): use torch.bmm(keys, "
+    "query.unsqueeze(-1)).squeeze(-1) or an einsum, giving (B, L)",
+    "os_acc": "forgot to rescale the old accumulator: multiply acc_prev by exp(m_prev - m_new) "
+    "before adding this block's exp(scores - m_new) @ v",
+    "os_l": "forgot to rescale l: l_new = l_prev * exp(m_prev - m_new) + "
+    "exp(scores - m_new).sum(-1, keepdim=True)",
+    "os_both": "forgot to rescale l and acc: both were built relative to the old max, multiply "
+    "each by exp(m_prev - m_new)",
+    "os_max": "the running max must be torch.maximum(m_prev, scores.amax(-1, keepdim=True)), "
+    "not this block's max alone",
+    "os_unstable": "exp(scores) without subtracting the running max overflows for large scores; "
+    "use exp(scores - m_new) and rescale the old state",
+    "os_normalised": "keep acc un-normalised: divide by l only once, after the last block",
+    "os_shapes": "m and l are (..., L_q, 1) (keepdim=True), acc (..., L_q, d_v), scores_block "
+    "(..., L_q, B_k), v_block (..., B_k, d_v)",
+    "kv_axis": "concatenated on the wrong axis: the sequence axis of (B, H, L, d) is dim=2 "
+    "(dim=-2)",
+    "kv_replace": "replaced the cache instead of appending: return "
+    "torch.cat([cache_k, k_new], dim=2) and the same for v",
+    "kv_order": "new tokens go after the cached ones: torch.cat([cache_k, k_new], dim=2)",
+    "kv_swapped": "keys and values swapped: return (k_all, v_all)",
+    "kv_error": "torch.cat needs every axis except the joined one to match; for (B, H, L, d) "
+    "join on the sequence axis, dim=2",
+}

@@ -1,0 +1,447 @@
+"""Specifications of course_lib.checks: right answers pass, typical mistakes are named."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+
+import course_lib.attention as ref_attention
+import course_lib.masks as ref_masks
+from course_lib import checks
+from course_lib.attention import scaled_dot_product_attention
+from course_lib.positional import sinusoidal_encoding
+
+# --- correct answers, written independently of course_lib ---------------------------------
+
+
+def attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def split_heads(x, num_heads):
+    B, L, D = x.shape
+    return x.view(B, L, num_heads, D // num_heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    B, H, L, d = x.shape
+    return x.transpose(1, 2).reshape(B, L, H * d)
+
+
+def sinusoid(max_len, d_model, base=10000.0, exponent=2, layout="interleave", first="sin"):
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]
+    i = torch.arange(d_model // 2, dtype=torch.float32)
+    angles = pos / base ** (exponent * i / d_model)
+    a, b = (torch.sin(angles), torch.cos(angles))[:: 1 if first == "sin" else -1]
+    if layout == "halves":
+        return torch.cat([a, b], dim=-1)
+    return torch.stack([a, b], dim=-1).reshape(max_len, d_model)
+
+
+def causal_mask(L):
+    return torch.tril(torch.ones(L, L, dtype=torch.bool))[None, None]
+
+
+def padding_mask(tokens, pad_id):
+    return (tokens != pad_id)[:, None, None, :]
+
+
+def mha(x, w_q, w_k, w_v, w_o, num_heads, split=split_heads, merge=merge_heads, heads=True):
+    if not heads:
+        return w_o(attention(w_q(x), w_k(x), w_v(x))[0])
+    q, k, v = (split(w(x), num_heads) for w in (w_q, w_k, w_v))
+    return w_o(merge(attention(q, k, v)[0]))
+
+
+def layer_norm(x, gamma, beta, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * gamma + beta
+
+
+def rnn_cell(x, h, W_ih, W_hh, b_ih, b_hh):
+    return torch.tanh(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh)
+
+
+def pool(scores, keys, mask=None, dim=-1):
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=dim)
+    return torch.bmm(weights[:, None, :], keys).squeeze(1), weights
+
+
+def additive_attention(query, keys, W_q, W_k, v, mask=None, dim=-1, use_tanh=True):
+    pre = W_q(query)[:, None, :] + W_k(keys)
+    scores = v(torch.tanh(pre) if use_tanh else pre).squeeze(-1)
+    return pool(scores, keys, mask, dim)
+
+
+def dot_attention(query, keys, mask=None, dim=-1):
+    return pool(torch.bmm(keys, query[:, :, None]).squeeze(-1), keys, mask, dim)
+
+
+def online_softmax(m_prev, l_prev, acc_prev, scores, v, rescale_l=True, rescale_acc=True):
+    m_new = torch.maximum(m_prev, scores.amax(dim=-1, keepdim=True))
+    alpha, p = torch.exp(m_prev - m_new), torch.exp(scores - m_new)
+    l_new = (l_prev * alpha if rescale_l else l_prev) + p.sum(dim=-1, keepdim=True)
+    return m_new, l_new, (acc_prev * alpha if rescale_acc else acc_prev) + p @ v
+
+
+def kv_cache_step(cache_k, cache_v, k_new, v_new):
+    return torch.cat([cache_k, k_new], dim=2), torch.cat([cache_v, v_new], dim=2)
+
+
+def self_attention(x, w_q, w_k, w_v, project=(True, True, True), swap=False, scale="d_k"):
+    q, k, v = (x @ w if p else x for w, p in zip((w_q, w_k, w_v), project, strict=True))
+    q, k = (k, q) if swap else (q, k)
+    d = {"d_k": q.shape[-1], "d_model": x.shape[-1]}[scale]
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1)
+    return weights @ v, weights
+
+
+# --- wrong answers, one typical mistake each ----------------------------------------------
+
+
+def attention_with(transpose=None, dim=-1, scale="sqrt", mask_mode="fill", only_out=False):
+    def fn(q, k, v, mask=None):
+        kt = (
+            k.transpose(-2, -1)
+            if transpose is None
+            else k.T
+            if transpose == "T"
+            else k.transpose(0, 1)
+        )
+        d = q.shape[-1]
+        scores = q @ kt * {"sqrt": 1 / math.sqrt(d), "none": 1.0, "d": 1 / d}[scale]
+        if mask is not None and mask_mode != "ignore":
+            hide = mask if mask_mode == "reversed" else ~mask
+            fill = 0.0 if mask_mode == "zero" else float("-inf")
+            scores = scores if mask_mode == "after" else scores.masked_fill(hide, fill)
+        weights = torch.softmax(scores, dim=dim)
+        if mask is not None and mask_mode == "after":
+            weights = weights * mask
+        return weights @ v if only_out else (weights @ v, weights)
+
+    return fn
+
+
+def shaped_padding_mask(shape):
+    def fn(tokens, pad_id):
+        B, L = tokens.shape
+        return (tokens != pad_id).reshape(shape(B, L))
+
+    return fn
+
+
+def layer_norm_with(dims=(-1,), unbiased=False, eps_outside=False, affine=True, std=False):
+    def fn(x, gamma, beta, eps=1e-5):
+        mean = x.mean(dim=dims, keepdim=True)
+        if std:
+            y = (x - mean) / (x.std(dim=dims, keepdim=True) + eps)
+        else:
+            var = x.var(dim=dims, keepdim=True, unbiased=unbiased)
+            y = (x - mean) / (var.sqrt() + eps if eps_outside else torch.sqrt(var + eps))
+        return y * gamma + beta if affine else y
+
+    return fn
+
+
+def bare_reshape_split(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B, num_heads, L, D // num_heads)
+
+
+def bare_reshape_merge(x):
+    B, H, L, d = x.shape
+    return x.reshape(B, L, H * d)
+
+
+def mha_without_output_projection(x, w_q, w_k, w_v, w_o, num_heads):
+    q, k, v = (split_heads(w(x), num_heads) for w in (w_q, w_k, w_v))
+    return merge_heads(attention(q, k, v)[0])
+
+
+MISTAKES = [
+    # (check, wrong function, phrase the message must contain)
+    ("scaled_dot_product_attention", attention_with(transpose="T"), "transpose"),
+    ("scaled_dot_product_attention", attention_with(transpose="01"), "transpose"),
+    ("scaled_dot_product_attention", attention_with(dim=-2), "softmax over the wrong axis"),
+    ("scaled_dot_product_attention", attention_with(dim=0), "softmax over the wrong axis"),
+    ("scaled_dot_product_attention", attention_with(scale="none"), "√d_k"),
+    ("scaled_dot_product_attention", attention_with(scale="d"), "instead of √d_k"),
+    ("scaled_dot_product_attention", attention_with(mask_mode="after"), "after the softmax"),
+    ("scaled_dot_product_attention", attention_with(mask_mode="reversed"), "polarity"),
+    ("scaled_dot_product_attention", attention_with(mask_mode="ignore"), "mask was ignored"),
+    ("scaled_dot_product_attention", attention_with(mask_mode="zero"), "-inf"),
+    ("scaled_dot_product_attention", attention_with(only_out=True), "return both"),
+    ("split_heads", bare_reshape_split, "without a transpose"),
+    ("split_heads", lambda x, H: x.view(*x.shape[:2], -1, H).permute(0, 3, 1, 2), "wrong axis"),
+    ("split_heads", lambda x, H: x.view(*x.shape[:2], H, -1), "head axis must come before"),
+    ("merge_heads", bare_reshape_merge, "without transposing"),
+    ("merge_heads", lambda x: x.permute(0, 2, 3, 1).flatten(2), "order"),
+    ("merge_heads", lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1), "contiguous"),
+    ("sinusoidal_encoding", lambda L, D: sinusoid(L, D, first="cos"), "swapped"),
+    ("sinusoidal_encoding", lambda L, D: sinusoid(L, D, base=1000.0), "base"),
+    ("sinusoidal_encoding", lambda L, D: sinusoid(L, D, exponent=1), "exponent"),
+    ("sinusoidal_encoding", lambda L, D: sinusoid(L, D, layout="halves"), "interleave"),
+    ("causal_mask", lambda L: torch.ones(L, L, dtype=torch.bool).tril(1), "off by one"),
+    ("causal_mask", lambda L: torch.ones(L, L, dtype=torch.bool).tril(-1), "off by one"),
+    ("causal_mask", lambda L: torch.ones(L, L, dtype=torch.bool).triu(1), "polarity"),
+    ("causal_mask", lambda L: torch.ones(L, L).tril(), "bool"),
+    ("causal_mask", lambda L: torch.full((L, L), float("-inf")).triu(1), "bool"),
+    ("causal_mask", lambda L: torch.ones(L * L, dtype=torch.bool), "shape"),
+    ("padding_mask", lambda t, p: (t == p)[:, None, None, :], "polarity"),
+    ("padding_mask", lambda t, p: ((t != p) * 1.0)[:, None, None, :], "bool"),
+    ("padding_mask", shaped_padding_mask(lambda B, L: (B, L)), "(B, 1, 1, L)"),
+    ("padding_mask", shaped_padding_mask(lambda B, L: (B, 1, L, 1)), "would mask queries"),
+    ("padding_mask", shaped_padding_mask(lambda B, L: (B, L, 1, 1)), "for every head"),
+    ("multi_head_attention", mha_without_output_projection, "output projection"),
+    ("multi_head_attention", lambda *a: mha(*a, heads=False), "heads not split"),
+    ("multi_head_attention", lambda *a: mha(*a, split=bare_reshape_split), "transpose"),
+    ("multi_head_attention", lambda *a: mha(*a, merge=bare_reshape_merge), "transpose"),
+    ("layer_norm", layer_norm_with(dims=(0, 1)), "BatchNorm"),
+    ("layer_norm", layer_norm_with(dims=(0,)), "BatchNorm"),
+    ("layer_norm", layer_norm_with(unbiased=True), "unbiased"),
+    ("layer_norm", layer_norm_with(eps_outside=True), "eps outside"),
+    ("layer_norm", layer_norm_with(std=True), "std"),
+    ("layer_norm", layer_norm_with(affine=False), "gamma"),
+    ("rnn_cell", lambda x, h, Wi, Wh, bi, bh: x @ Wi.T + bi + h @ Wh.T + bh, "tanh"),
+    ("rnn_cell", lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi + bi + h @ Wh + bh), "transpose"),
+    ("rnn_cell", lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi.T + bi + h @ Wh + bh), "transpose"),
+    ("rnn_cell", lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi.T + bi + bh), "hidden-state"),
+    ("additive_attention", lambda *a: additive_attention(*a, dim=0), "softmax over the wrong"),
+    ("additive_attention", lambda *a: additive_attention(*a, use_tanh=False), "tanh"),
+    (
+        "additive_attention",
+        lambda q, k, Wq, Wk, v, mask=None: additive_attention(q, k, Wq, Wk, v),
+        "mask was ignored",
+    ),  # noqa: E501
+    ("dot_attention", lambda *a: dot_attention(*a, dim=0), "softmax over the wrong"),
+    ("dot_attention", lambda q, k, mask=None: dot_attention(q, k), "mask was ignored"),
+    (
+        "dot_attention",
+        lambda q, k, mask=None: dot_attention(q, k, None if mask is None else ~mask),
+        "polarity",
+    ),  # noqa: E501
+    ("online_softmax", lambda *a: online_softmax(*a, rescale_acc=False), "old accumulator"),
+    ("online_softmax", lambda *a: online_softmax(*a, rescale_l=False), "rescale l"),
+    ("kv_cache_step", lambda ck, cv, k, v: (torch.cat([ck, k], 1), torch.cat([cv, v], 1)), "axis"),
+    ("kv_cache_step", lambda ck, cv, k, v: (k, v), "replaced the cache"),
+    (
+        "kv_cache_step",
+        lambda ck, cv, k, v: (torch.cat([k, ck], 2), torch.cat([v, cv], 2)),
+        "after the cached",
+    ),  # noqa: E501
+    ("self_attention", lambda *a: self_attention(*a, project=(0, 0, 0)), "x itself"),
+    ("self_attention", lambda *a: self_attention(*a, project=(1, 1, 0)), "values were not"),
+    ("self_attention", lambda *a: self_attention(*a, swap=True), "swapped"),
+    ("self_attention", lambda *a: self_attention(*a, scale="d_model"), "√d_model"),
+    ("self_attention", lambda *a: self_attention(*a)[0], "return both"),
+    ("self_attention", lambda x, wq, wk, wv: self_attention(x, wq.T, wk.T, wv.T), "x @ w_q"),
+]
+
+CORRECT = {
+    "scaled_dot_product_attention": attention,
+    "split_heads": split_heads,
+    "merge_heads": merge_heads,
+    "sinusoidal_encoding": sinusoid,
+    "causal_mask": causal_mask,
+    "padding_mask": padding_mask,
+    "multi_head_attention": mha,
+    "layer_norm": layer_norm,
+    "rnn_cell": rnn_cell,
+    "additive_attention": additive_attention,
+    "dot_attention": dot_attention,
+    "online_softmax": online_softmax,
+    "kv_cache_step": kv_cache_step,
+    "self_attention": self_attention,
+}
+
+
+def run_check(exercise, fn):
+    return getattr(checks, f"check_{exercise}")(fn)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_a_correct_implementation_passes_with_one_line(exercise, capsys):
+    run_check(exercise, CORRECT[exercise])
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"✓ {exercise}: all ") and out.endswith(" cases pass")
+    assert "\n" not in out
+
+
+def test_a_causal_mask_may_be_2d():
+    run_check("causal_mask", lambda L: torch.tril(torch.ones(L, L, dtype=torch.bool)))
+
+
+@pytest.mark.filterwarnings("ignore:The use of `x.T`:UserWarning")
+@pytest.mark.parametrize(
+    ("exercise", "wrong", "phrase"), MISTAKES, ids=[f"{e}-{p}" for e, _, p in MISTAKES]
+)
+def test_each_typical_mistake_is_named_in_the_message(exercise, wrong, phrase):
+    with pytest.raises(AssertionError) as info:
+        run_check(exercise, wrong)
+    assert phrase.lower() in str(info.value).lower(), str(info.value)
+    assert str(info.value).startswith(exercise) or "raised" in str(info.value)
+
+
+def test_a_message_names_the_case_and_is_deterministic():
+    messages = []
+    for _ in range(2):
+        with pytest.raises(AssertionError) as info:
+            run_check("scaled_dot_product_attention", attention_with(dim=-2))
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("scaled_dot_product_attention, case 1/6 (3-D")
+
+
+CALLS_REFERENCE = [
+    (
+        "scaled_dot_product_attention",
+        lambda q, k, v, mask=None: scaled_dot_product_attention(q, k, v, mask),
+    ),  # noqa: E501
+    (
+        "scaled_dot_product_attention",
+        lambda q, k, v, mask=None: ref_attention.scaled_dot_product_attention(q, k, v, mask),
+    ),  # noqa: E501
+    ("split_heads", lambda x, h: ref_attention.split_heads(x, h)),
+    ("merge_heads", lambda x: ref_attention.merge_heads(x)),
+    ("causal_mask", lambda L: ref_masks.causal_mask(L)),
+    ("padding_mask", lambda t, p: ref_masks.padding_mask(t, p)),
+    ("sinusoidal_encoding", lambda L, D: sinusoidal_encoding(L, D)),
+]
+
+
+@pytest.mark.parametrize(("exercise", "fn"), CALLS_REFERENCE)
+def test_calling_the_course_lib_reference_is_rejected(exercise, fn):
+    with pytest.raises(AssertionError, match="write it yourself"):
+        run_check(exercise, fn)
+    assert ref_attention.scaled_dot_product_attention is scaled_dot_product_attention
+
+
+def test_multi_head_attention_may_reuse_the_earlier_building_blocks_but_not_the_module():
+    def with_blocks(x, w_q, w_k, w_v, w_o, num_heads):
+        q, k, v = (ref_attention.split_heads(w(x), num_heads) for w in (w_q, w_k, w_v))
+        out, _ = ref_attention.scaled_dot_product_attention(q, k, v)
+        return w_o(ref_attention.merge_heads(out))
+
+    def with_module(x, w_q, w_k, w_v, w_o, num_heads):
+        return ref_attention.MultiHeadAttention(x.shape[-1], num_heads)(x, x, x)[0]
+
+    checks.check_multi_head_attention(with_blocks)
+    with pytest.raises(AssertionError, match="write it yourself"):
+        checks.check_multi_head_attention(with_module)
+
+
+def test_the_rnn_references_are_switched_off_too():
+    rnn = pytest.importorskip("course_lib.rnn")
+    with pytest.raises(AssertionError, match="write it yourself"):
+        checks.check_rnn_cell(lambda *a: rnn.rnn_cell_step(*a))
+
+
+def test_reference_disabled_patches_aliases_in_main_and_restores_them(monkeypatch):
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "my_causal", ref_masks.causal_mask, raising=False)
+    original = ref_masks.causal_mask
+    with checks._reference_disabled():
+        with pytest.raises(AssertionError, match="write it yourself"):
+            main.my_causal(3)
+        with pytest.raises(AssertionError, match="course_lib.masks.causal_mask"):
+            ref_masks.causal_mask(3)
+    assert main.my_causal is original and ref_masks.causal_mask is original
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_a_blank_exercise_reads_as_not_attempted(exercise):
+    def blank(*args, **kwargs):
+        raise NotImplementedError
+
+    with pytest.raises(AssertionError, match="Exercise not attempted yet: `blank`"):
+        run_check(exercise, blank)
+
+
+def test_another_exception_becomes_a_short_message_with_a_hint():
+    def broken(q, k, v, mask=None):
+        raise ValueError("boom")
+
+    with pytest.raises(AssertionError) as info:
+        checks.check_scaled_dot_product_attention(broken)
+    message = str(info.value)
+    assert "raised ValueError: boom" in message and "Hint:" in message
+    assert 'raise ValueError("boom")' in message  # the line of the learner's code
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_wrong_type_and_wrong_shape_name_expected_and_actual():
+    with pytest.raises(AssertionError, match=r"expected a tuple \(out, weights\), got NoneType"):
+        checks.check_scaled_dot_product_attention(lambda q, k, v, mask=None: None)
+    with pytest.raises(AssertionError, match="should be a torch.Tensor, got list"):
+        checks.check_split_heads(lambda x, h: x.tolist())
+    with pytest.raises(AssertionError, match=r"shape \(2, 3, 5, 4\), got \(2, 5, 12\)"):
+        checks.check_split_heads(lambda x, h: x)
+
+
+def test_passing_something_other_than_a_function_is_explained():
+    with pytest.raises(AssertionError, match="without calling it"):
+        checks.check_causal_mask(causal_mask(3))
+
+
+def test_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    checks.check_multi_head_attention(mha)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_progress_reports_pass_fail_and_not_attempted(capsys):
+    def blank(x):
+        raise NotImplementedError
+
+    namespace = {
+        "attention": attention,
+        "split_heads": bare_reshape_split,
+        "merge_heads": blank,
+        "causal_mask": ref_masks.causal_mask,  # the reference itself is not the learner's work
+        "layer_norm": layer_norm,
+    }
+    results = checks.progress(namespace)
+    table = capsys.readouterr().out
+    assert results["scaled_dot_product_attention"] == ("pass", "")
+    assert results["layer_norm"] == ("pass", "")
+    status, reason = results["split_heads"]
+    assert status == "fail" and "without a transpose" in reason
+    for exercise in ("merge_heads", "causal_mask", "kv_cache_step"):
+        assert results[exercise] == ("not attempted", "")
+    assert set(results) == set(checks.CHECKS)
+    assert "✓ pass" in table and "✗ fail" in table and "– not attempted" in table
+    assert "✓ scaled_dot_product_attention" not in table  # the checks' own lines are hidden
+
+
+def test_progress_defaults_to_the_callers_globals(capsys):
+    namespace = {"causal_mask": causal_mask}
+    exec("from course_lib.checks import progress\nresults = progress()", namespace)
+    assert namespace["results"]["causal_mask"] == ("pass", "")
+
+
+def test_every_public_check_is_in_the_registry():
+    public = {n.removeprefix("check_") for n in checks.__all__ if n.startswith("check_")}
+    assert public == set(checks.CHECKS) and set(CORRECT) <= public
+
+
+def test_self_attention_may_reuse_attention_but_not_skip_the_projections():
+    def with_reference(x, w_q, w_k, w_v):
+        return ref_attention.scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)
+
+    checks.check_self_attention(with_reference)
+    with pytest.raises(AssertionError, match="Q = K = V = x"):
+        checks.check_self_attention(
+            lambda x, w_q, w_k, w_v: with_reference(x, *[torch.eye(x.shape[-1])] * 3)
+        )
