@@ -47,6 +47,12 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
+def _scored(scores: torch.Tensor, beams: torch.Tensor, length: int, alpha: float) -> list:
+    """[(score / length penalty, tokens without BOS)] for each row of beams (k, 1 + length)."""
+    lp = gnmt_length_penalty(length, alpha)
+    return [(s / lp, t) for s, t in zip(scores.tolist(), beams[:, 1:].tolist(), strict=True)]
+
+
 class Transformer(nn.Module):
     """The encoder-decoder Transformer of "Attention Is All You Need", batch-first."""
 
@@ -177,9 +183,9 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """src (B, L_s) -> (B, <=max_len) ids, the same format as `greedy_decode`.
 
-        Keeps the `beam_size` best partial translations; a hypothesis ending in EOS is set
-        aside as finished, and the best finished one by log p / ((5+len)/6)**length_penalty
-        wins. With beam_size=1 this is greedy decoding.
+        Each step keeps the best `beam_size` extensions; one ending in EOS is set aside as
+        finished and the beam shrinks by one. The winner maximises
+        log p / ((5 + len) / 6) ** length_penalty. With beam_size=1 this is greedy decoding.
         """
         self._check_decoding(src, max_len)
         if beam_size < 1:
@@ -209,30 +215,19 @@ class Transformer(nn.Module):
         """Beam search for one sentence: src (1, L_s), memory (1, L_s, D) -> best token list."""
         beams = torch.full((1, 1), bos_id, dtype=torch.long, device=src.device)  # (k, t)
         scores = torch.zeros(1, device=src.device)  # (k,): summed log-probabilities
-        finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens incl. EOS)
+        finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens without BOS)
         for step in range(1, max_len + 1):
             k = beams.shape[0]
             logits = self.decode(beams, memory.expand(k, -1, -1), src.expand(k, -1))[:, -1]
-            cand = scores[:, None] + logits.log_softmax(dim=-1)  # (k, V): every extension
-            vocab = cand.shape[1]
-            top_scores, top_idx = cand.flatten().topk(min(2 * beam_size, cand.numel()))
-            keep, keep_scores = [], []
-            pairs = zip(top_scores.tolist(), top_idx.tolist(), strict=True)
-            for rank, (score, idx) in enumerate(pairs):  # best first
-                beam, token = divmod(idx, vocab)
-                prefix = beams[beam].tolist()  # BOS + tokens so far
-                if token == eos_id:  # set aside, but only if it made the top beam_size
-                    if rank < beam_size:
-                        lp = gnmt_length_penalty(step, alpha)
-                        finished.append((score / lp, prefix[1:] + [token]))
-                elif len(keep) < beam_size:
-                    keep.append(prefix + [token])
-                    keep_scores.append(score)
-            if len(finished) >= beam_size or not keep:
+            cand = (scores[:, None] + logits.log_softmax(dim=-1)).flatten()  # (k * V,)
+            slots = beam_size - len(finished)  # the beam shrinks as hypotheses finish
+            scores, idx = cand.topk(min(slots, cand.numel()))  # (slots,): best extensions
+            beam, token = idx // logits.shape[1], idx % logits.shape[1]
+            beams = torch.cat([beams[beam], token[:, None]], dim=1)  # (slots, t + 1)
+            ended = token == eos_id
+            finished += _scored(scores[ended], beams[ended], step, alpha)
+            beams, scores = beams[~ended], scores[~ended]
+            if len(beams) == 0:
                 break
-            beams = torch.tensor(keep, dtype=torch.long, device=src.device)  # (k, t+1)
-            scores = torch.tensor(keep_scores, device=src.device)  # (k,)
-        else:  # ran out of length: unfinished hypotheses compete too
-            for score, tokens in zip(scores.tolist(), beams[:, 1:].tolist(), strict=True):
-                finished.append((score / gnmt_length_penalty(max_len, alpha), tokens))
+        finished += _scored(scores, beams, max_len, alpha)  # still going at max_len
         return max(finished, key=lambda f: f[0])[1]
