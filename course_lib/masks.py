@@ -45,5 +45,6 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
 
 def decoder_mask(tgt_tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """(B, L) target ids -> (B, 1, L, L): causal AND not-PAD, for decoder self-attention."""
+    mask = padding_mask(tgt_tokens, pad_id)  # validates (B, L)
     L = tgt_tokens.shape[1]
-    return combine_masks(padding_mask(tgt_tokens, pad_id), causal_mask(L, device=tgt_tokens.device))
+    return combine_masks(mask, causal_mask(L, device=tgt_tokens.device))
