@@ -231,3 +231,100 @@ class Transformer(nn.Module):
                 break
         finished += _scored(scores, beams, max_len, alpha)  # still going at max_len
         return max(finished, key=lambda f: f[0])[1]
+
+
+# ----------------------------------------------------------------------------
+# An encoder-only model that labels every token (notebook 04: what do the heads learn?)
+
+
+class EncoderTagger(nn.Module):
+    """Embedding + positions + a stack of `EncoderLayer`s + a linear read-out at every position.
+
+    tokens (B, L) -> logits (B, L, num_classes). Bidirectional: every position may attend to
+    every other one, except PAD keys when `pad_id` is given.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        d_model: int = 32,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        max_len: int = 64,
+        pad_id: int | None = None,
+        norm_first: bool = True,
+        positional: str = "learned",
+    ):
+        super().__init__()
+        if num_heads < 1 or d_model % num_heads != 0:
+            raise ValueError(
+                f"d_model={d_model} is not divisible by num_heads={num_heads}; "
+                "each head gets d_model / num_heads features"
+            )
+        if positional not in POSITIONAL:
+            raise ValueError(f"positional must be one of {sorted(POSITIONAL)}, got {positional!r}")
+        self.d_model, self.num_heads, self.pad_id = d_model, num_heads, pad_id
+        self.embed = nn.Embedding(vocab_size, d_model)
+        nn.init.normal_(self.embed.weight, std=d_model**-0.5)  # unit scale after * sqrt(D)
+        self.pos = POSITIONAL[positional](d_model, max_len, dropout)
+        d_ff = 4 * d_model if d_ff is None else d_ff
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, num_heads, d_ff, dropout, norm_first) for _ in range(num_layers)
+        )
+        # pre-LN leaves the residual stream un-normalised: normalise once before the read-out
+        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) ids -> logits (B, L, num_classes)."""
+        _check_tokens("tokens", tokens)
+        mask = None if self.pad_id is None else padding_mask(tokens, self.pad_id)  # (B, 1, 1, L)
+        x = self.pos(self.embed(tokens) * math.sqrt(self.d_model))  # (B, L, D)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.head(self.norm(x))  # (B, L, C)
+
+    def attention_maps(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) -> every layer's self-attention weights (num_layers, B, H, L, L).
+
+        Runs in eval mode without gradients; the model's mode is restored afterwards.
+        """
+        previous = [layer.record_attention for layer in self.layers]
+        try:
+            for layer in self.layers:
+                layer.record_attention = True
+            with _evaluating(self):
+                self(tokens)
+            return torch.stack([layer.self_attn_weights for layer in self.layers])
+        finally:
+            for layer, was in zip(self.layers, previous, strict=True):
+                layer.record_attention = was
+
+
+@contextmanager
+def ablated_heads(heads: list[tuple[nn.Module, int]]) -> Iterator[None]:
+    """Within the block, each (attention module, head) pair contributes nothing.
+
+    The head's d_k outputs are zeroed just before the output projection w_o, so the other
+    heads (and the w_o bias) are untouched. Works for `course_lib.attention.MultiHeadAttention`.
+    """
+    hooks = []
+    try:
+        for attn, head in heads:
+            if not 0 <= head < attn.num_heads:
+                raise ValueError(f"head {head} does not exist: this layer has {attn.num_heads}")
+            cols = slice(head * attn.d_k, (head + 1) * attn.d_k)
+
+            def zero_head(module: nn.Module, args: tuple, cols: slice = cols) -> tuple:
+                merged = args[0].clone()  # (B, L, D): the heads side by side, before w_o
+                merged[..., cols] = 0.0
+                return (merged, *args[1:])
+
+            hooks.append(attn.w_o.register_forward_pre_hook(zero_head))
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -1,0 +1,89 @@
+"""EncoderTagger and ablated_heads: an encoder-only labeller whose heads can be read and switched off."""
+
+import pytest
+import torch
+
+from course_lib.attention import MultiHeadAttention
+from course_lib.models import EncoderTagger, ablated_heads
+
+
+def _tagger(**kwargs):
+    torch.manual_seed(0)
+    config = dict(vocab_size=6, num_classes=9, d_model=16, num_heads=4, num_layers=2, max_len=10)
+    config.update(kwargs)
+    return EncoderTagger(**config)
+
+
+def test_tagger_gives_one_label_distribution_per_token():
+    model = _tagger()
+    tokens = torch.randint(0, 6, (3, 7))
+    assert model(tokens).shape == (3, 7, 9)
+
+
+def test_tagger_is_bidirectional_so_the_first_position_sees_the_last_token():
+    model = _tagger().eval()
+    tokens = torch.randint(0, 6, (1, 7))
+    changed = tokens.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % 6
+    with torch.no_grad():
+        assert not torch.allclose(model(tokens)[0, 0], model(changed)[0, 0])
+
+
+def test_attention_maps_are_per_layer_and_head_rows_sum_to_one_and_mode_is_restored():
+    model = _tagger().train()
+    maps = model.attention_maps(torch.randint(0, 6, (2, 5)))
+    assert maps.shape == (2, 2, 4, 5, 5)  # (layers, B, H, L, L)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 4, 5))
+    assert model.training and not any(layer.record_attention for layer in model.layers)
+    assert not maps.requires_grad
+
+
+def test_padding_keys_get_no_attention_when_pad_id_is_given():
+    model = _tagger(pad_id=0)
+    tokens = torch.tensor([[3, 4, 5, 0, 0], [1, 2, 3, 4, 5]])
+    maps = model.attention_maps(tokens)
+    assert (maps[:, 0, :, :, 3:] == 0).all()
+    assert (maps[:, 1] > 0).all()
+
+
+def test_tagger_rejects_bad_configurations_and_inputs():
+    with pytest.raises(ValueError, match="not divisible by num_heads=3"):
+        _tagger(num_heads=3)
+    with pytest.raises(ValueError, match="positional must be one of"):
+        _tagger(positional="rope")
+    with pytest.raises(ValueError, match="integer token ids"):
+        _tagger()(torch.randn(2, 5))
+
+
+def test_ablating_a_head_zeroes_its_slice_before_the_output_projection():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(12, 3)
+    x = torch.randn(2, 5, 12)
+    captured = {}
+    hook = mha.w_o.register_forward_pre_hook(lambda m, a: captured.setdefault("merged", a[0]))
+    full, _ = mha(x, x, x)
+    hook.remove()
+    merged = captured["merged"].clone()  # (B, L, D): the three heads side by side
+    merged[..., 4:8] = 0.0  # head 1
+    with ablated_heads([(mha, 1)]):
+        ablated, _ = mha(x, x, x)
+    torch.testing.assert_close(ablated, mha.w_o(merged))
+    assert not torch.allclose(ablated, full)
+    torch.testing.assert_close(mha(x, x, x)[0], full)  # the hook is gone after the block
+
+
+def test_ablating_every_head_leaves_only_the_output_bias():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2)
+    x = torch.randn(1, 4, 8)
+    with ablated_heads([(mha, 0), (mha, 1)]):
+        out, _ = mha(x, x, x)
+    torch.testing.assert_close(out, mha.w_o.bias.expand(1, 4, 8))
+
+
+def test_ablating_a_head_that_does_not_exist_is_explained_and_leaves_no_hook():
+    mha = MultiHeadAttention(8, 2)
+    with pytest.raises(ValueError, match="head 2 does not exist: this layer has 2"):
+        with ablated_heads([(mha, 0), (mha, 2)]):
+            pass
+    assert not mha.w_o._forward_pre_hooks
