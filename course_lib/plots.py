@@ -49,6 +49,7 @@ _BASE_RC: dict[str, Any] = {
     "axes.prop_cycle": cycler(color=OKABE_ITO),
     "lines.linewidth": 1.6,
     "lines.markersize": 5,
+    "axes.linewidth": 0.8,
     "image.cmap": ATTN_CMAP,
 }
 _LECTURE_RC: dict[str, Any] = {
@@ -93,11 +94,17 @@ def figure_to_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def token_label(token: Any) -> str:
+    """A token as tick text: a visible mark for blanks, and `$` kept literal (not mathtext)."""
+    text = str(token)
+    return "␣" * len(text) if text.isspace() else text.replace("$", r"\$")
+
+
 def _labels(tokens: Sequence[Any] | None, n: int, axis: str) -> list[str]:
     """Token labels as strings, or positions 0..n-1 when no tokens are given."""
     if tokens is None:
         return [str(i) for i in range(n)]
-    labels = [str(t) for t in tokens]
+    labels = [token_label(t) for t in tokens]
     if len(labels) != n:
         raise ValueError(
             f"{len(labels)} {axis} tokens for a weight matrix with {n} {axis}s; "
@@ -113,7 +120,7 @@ def _set_token_ticks(ax: Axes, labels: list[str], axis: str) -> None:
     idx = np.arange(0, n, step)
     shown = [labels[i] for i in idx]
     if axis == "x":
-        rotate = any(len(s) > 2 for s in shown)
+        rotate = len(shown) * max(len(s) for s in shown) > 24  # would the labels collide?
         ax.set_xticks(idx, shown, rotation=90 if rotate else 0)
     else:
         ax.set_yticks(idx, shown)
@@ -281,7 +288,7 @@ def plot_encoding_curves(
     ax.set_xlabel("position")
     ax.set_ylabel("value")
     ax.set_title(title)
-    ax.legend(loc="upper right", ncols=min(len(dims), 4))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the curves fill the box
     return ax
 
 
@@ -296,9 +303,11 @@ def _series(history: Any, key: str) -> list[float] | None:
     return [float(v) for v in values]
 
 
-def _x_for(history: Any, values: list[float], x_key: str) -> tuple[list[float], str]:
+def _x_for(
+    history: Any, values: list[float], x_key: str, is_eval: bool = False
+) -> tuple[list[float], str]:
     """The x values matching a series: training steps, evaluation steps, or 0..n-1."""
-    for key in (x_key, "eval_step"):
+    for key in ("eval_step", x_key) if is_eval else (x_key, "eval_step"):
         xs = _series(history, key)
         if xs is not None and len(xs) == len(values):
             return xs, "step"
@@ -308,7 +317,7 @@ def _x_for(history: Any, values: list[float], x_key: str) -> tuple[list[float], 
 def plot_training_curves(
     history: Any,
     keys: Sequence[str] = ("loss",),
-    acc_keys: Sequence[str] = ("accuracy",),
+    acc_keys: Sequence[str] = ("accuracy", "eval_acc"),
     logy: bool = False,
     title: str = "Training curves",
     x_key: str = "step",
@@ -316,8 +325,9 @@ def plot_training_curves(
 ) -> Axes:
     """Loss-like `keys` against step; accuracy-like `acc_keys`, if present, on a right-hand axis.
 
-    `history` is a dict of lists or an object with list attributes (step, loss, accuracy, ...).
-    A series as long as `eval_step` (and not as long as `step`) is plotted against `eval_step`.
+    `history` is a dict of lists or an object with list attributes, such as
+    `course_lib.training.History` (step, loss, eval_step, eval_acc). A series named eval_*,
+    or as long as `eval_step` but not `step`, is plotted against `eval_step`.
     """
     if ax is None:
         _, ax = plt.subplots()
@@ -327,7 +337,7 @@ def plot_training_curves(
         ys = _series(history, key)
         if ys is None:
             continue
-        xs, xlabel = _x_for(history, ys, x_key)
+        xs, xlabel = _x_for(history, ys, x_key, is_eval=key.startswith("eval"))
         lines += ax.plot(xs, ys, label=key, color=next(colours))
     if not lines:
         raise ValueError(f"history has none of the series {list(keys)} (or they are empty)")
@@ -343,7 +353,7 @@ def plot_training_curves(
         ax2.spines["right"].set_visible(True)
         top = max(max(ys) for _, ys in acc)
         for key, ys in acc:
-            xs, _ = _x_for(history, ys, x_key)
+            xs, _ = _x_for(history, ys, x_key, is_eval=key.startswith("eval"))
             lines += ax2.plot(
                 xs,
                 ys,
@@ -385,6 +395,9 @@ def plot_curves(
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
+        if len(xs) <= 12:  # label the measured x values plainly, not as powers of ten
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -408,14 +421,15 @@ class LivePlot:
 
     Inside a notebook it updates one output (a `display_id`), so the stored notebook keeps a
     single final picture. Elsewhere (scripts, pytest) it draws nothing until `finish()`.
-    Set COURSE_LIVEPLOT=0 to turn live updates off in notebooks too (e.g. for nbval runs).
+    COURSE_LIVEPLOT=0 turns live updates off in notebooks too (nbval reports every in-place
+    update as an "unhandled iopub msg"); `finish()` still shows the final picture.
     """
 
     def __init__(
         self,
         every: int = 50,
         keys: Sequence[str] = ("loss",),
-        acc_keys: Sequence[str] = ("accuracy",),
+        acc_keys: Sequence[str] = ("accuracy", "eval_acc"),
         logy: bool = False,
         title: str = "Training progress",
         live: bool | None = None,
@@ -453,11 +467,14 @@ class LivePlot:
         return fig
 
     def finish(self, history: Any = None) -> Figure:
-        """Draw the final curves (updating the live picture in a notebook) and return the Figure."""
+        """Draw, show (in a notebook, replacing the live picture) and return the final curves.
+
+        In a notebook, assign the result (`fig = live.finish()`) so it is not shown twice.
+        """
         if history is not None:
             self.history = history
         fig = self.figure()
-        if self.live:
+        if self.live or in_notebook():
             self._show(fig)
         return fig
 
