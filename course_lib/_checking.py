@@ -34,8 +34,19 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "MultiHeadAttention",
     ),
     "course_lib.masks": ("padding_mask", "causal_mask", "decoder_mask"),
-    "course_lib.positional": ("sinusoidal_encoding", "SinusoidalPositionalEncoding"),
-    "course_lib.rnn": ("rnn_cell_step", "AdditiveAttention", "DotAttention"),
+    "course_lib.positional": (
+        "sinusoidal_encoding",
+        "SinusoidalPositionalEncoding",
+        "apply_rope",
+        "rope_angles",
+        "RotaryEmbedding",
+    ),
+    "course_lib.rnn": (
+        "rnn_cell_step",
+        "rnn_step_jacobian",
+        "AdditiveAttention",
+        "DotAttention",
+    ),
 }
 
 Mistake = tuple[str, Callable[[], Any]]  # (hint naming the mistake, thunk computing its output)

@@ -32,6 +32,9 @@ from ._checking import (
     require_callable,
 )
 from ._checking import _reference_disabled as _reference_disabled  # for notebooks and tests
+from ._checks_blocks import check_encoder_layer
+from ._checks_cross_attention import check_cross_attention, check_cross_attention_mask
+from ._checks_decoding import check_greedy_decode, check_label_smoothed_loss
 from ._checks_more import (
     check_additive_attention,
     check_dot_attention,
@@ -40,6 +43,8 @@ from ._checks_more import (
     check_online_softmax,
     check_rnn_cell,
 )
+from ._checks_positional import check_rope
+from ._checks_rnn import check_rnn_step_jacobian
 from ._checks_self_attention import check_self_attention
 from ._hints import HINTS, MASK_HINTS, SOFTMAX_AXIS
 
@@ -50,16 +55,23 @@ __all__ = [
     "check_split_heads",
     "check_merge_heads",
     "check_sinusoidal_encoding",
+    "check_rope",
     "check_causal_mask",
     "check_padding_mask",
     "check_multi_head_attention",
     "check_layer_norm",
     "check_rnn_cell",
+    "check_rnn_step_jacobian",
     "check_additive_attention",
     "check_dot_attention",
     "check_online_softmax",
     "check_kv_cache_step",
     "check_self_attention",
+    "check_encoder_layer",
+    "check_label_smoothed_loss",
+    "check_greedy_decode",
+    "check_cross_attention",
+    "check_cross_attention_mask",
 ]
 
 
@@ -347,16 +359,23 @@ CHECKS: dict[str, tuple[Callable[[Any], None], tuple[str, ...]]] = {
     "split_heads": (check_split_heads, ("split_heads",)),
     "merge_heads": (check_merge_heads, ("merge_heads",)),
     "sinusoidal_encoding": (check_sinusoidal_encoding, ("sinusoidal_encoding",)),
+    "rope": (check_rope, ("rope", "apply_rotary")),
     "causal_mask": (check_causal_mask, ("causal_mask",)),
     "padding_mask": (check_padding_mask, ("padding_mask",)),
     "multi_head_attention": (check_multi_head_attention, ("multi_head_attention", "mha_forward")),
     "layer_norm": (check_layer_norm, ("layer_norm",)),
     "rnn_cell": (check_rnn_cell, ("rnn_cell", "rnn_step")),
+    "rnn_step_jacobian": (check_rnn_step_jacobian, ("rnn_step_jacobian",)),
     "additive_attention": (check_additive_attention, ("additive_attention", "bahdanau_attention")),
     "dot_attention": (check_dot_attention, ("dot_attention", "luong_attention")),
     "online_softmax": (check_online_softmax, ("online_softmax_update", "online_softmax")),
     "kv_cache_step": (check_kv_cache_step, ("kv_cache_step", "append_to_cache")),
     "self_attention": (check_self_attention, ("self_attention", "self_attention_layer")),
+    "encoder_layer": (check_encoder_layer, ("encoder_layer", "encoder_layer_forward")),
+    "label_smoothed_loss": (check_label_smoothed_loss, ("label_smoothed_loss", "smoothed_loss")),
+    "greedy_decode": (check_greedy_decode, ("greedy_decode",)),
+    "cross_attention": (check_cross_attention, ("cross_attention_step", "cross_attention")),
+    "cross_attention_mask": (check_cross_attention_mask, ("cross_attention_mask",)),
 }
 
 

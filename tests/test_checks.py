@@ -445,3 +445,393 @@ def test_self_attention_may_reuse_attention_but_not_skip_the_projections():
         checks.check_self_attention(
             lambda x, w_q, w_k, w_v: with_reference(x, *[torch.eye(x.shape[-1])] * 3)
         )
+
+
+# --- notebook 09: the label-smoothed loss and greedy decoding --------------------------------
+
+
+def label_smoothed_loss(logits, targets, pad_id, eps, log_probs=None, spread_all=True):
+    logp = torch.log_softmax(logits, dim=-1) if log_probs is None else log_probs(logits)
+    nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    if spread_all:
+        smooth = -logp.mean(dim=-1)  # eps / V on every token
+    else:
+        smooth = (-logp.sum(dim=-1) - nll) / (logp.shape[-1] - 1)  # eps / (V - 1) on wrong ones
+    per_position = (1 - eps) * nll + eps * smooth
+    real = targets != pad_id
+    return (per_position * real).sum() / real.sum()
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda lo, t, p, e: label_smoothed_loss(lo, t, -1, e), "PAD targets were counted"),
+        (
+            lambda lo, t, p, e: label_smoothed_loss(lo, t, p, e) * (t != p).sum() / t.numel(),
+            "divided by every position",
+        ),
+        (lambda lo, t, p, e: label_smoothed_loss(lo, t, p, 0.0), "no smoothing"),
+        (
+            lambda lo, t, p, e: label_smoothed_loss(lo, t, p, e, spread_all=False),
+            "V - 1 wrong tokens",
+        ),
+        (
+            lambda lo, t, p, e: label_smoothed_loss(
+                lo, t, p, e, log_probs=lambda x: torch.log(torch.softmax(x, dim=-1))
+            ),
+            "use torch.log_softmax",
+        ),
+        (
+            lambda lo, t, p, e: label_smoothed_loss(lo, t, p, e) * (t != p).sum(),
+            "returned the sum over positions",
+        ),
+        (lambda lo, t, p, e: label_smoothed_loss(lo, t, 0, e), "compare targets with pad_id"),
+        (lambda lo, t, p, e: torch.zeros(t.shape), "return one number"),
+    ],
+)
+def test_label_smoothed_loss_mistakes_are_named(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_label_smoothed_loss(wrong)
+
+
+def test_label_smoothed_loss_accepts_a_right_answer_and_pytorchs_own():
+    checks.check_label_smoothed_loss(label_smoothed_loss)
+
+    def with_pytorch(logits, targets, pad_id, eps):
+        V = logits.shape[-1]
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, V), targets.reshape(-1), ignore_index=pad_id, label_smoothing=eps
+        )
+
+    checks.check_label_smoothed_loss(with_pytorch)
+
+
+def greedy_decode(model, src, max_len, bos_id, eos_id, *, bos=False, feed=True, pos=-1,
+                  pad_after_eos=True, stop="all", keep_eos=True, early_exit=True):  # fmt: skip
+    memory = model.encode(src)  # (B, L_s, D)
+    ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long)
+    done = torch.zeros(src.shape[0], dtype=torch.bool)
+    for _ in range(max_len):
+        logits = model.decode(ys if feed else ys[:, :1], memory, src)[:, pos]  # (B, V)
+        next_id = logits.argmax(dim=-1)
+        if pad_after_eos:
+            next_id = next_id.masked_fill(done, model.pad_id)
+        ys = torch.cat([ys, next_id[:, None]], dim=1)
+        done |= next_id == eos_id
+        if early_exit and (done.all() if stop == "all" else done.any()):
+            break
+    out = ys if bos else ys[:, 1:]
+    return out if keep_eos else out.masked_fill(out == eos_id, model.pad_id)
+
+
+def test_greedy_decode_accepts_right_answers_with_or_without_early_exit():
+    checks.check_greedy_decode(greedy_decode)
+    checks.check_greedy_decode(lambda *a: greedy_decode(*a, early_exit=False))
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"bos": True}, "drop it from what you return"),
+        ({"feed": False}, "as if the decoder saw only BOS"),
+        ({"pos": 0}, r"not logits\[:, 0\]"),
+        ({"pad_after_eos": False, "early_exit": False}, "must be PAD"),
+        ({"stop": "any"}, "stopped when the first row produced EOS"),
+        ({"keep_eos": False}, "EOS is missing"),
+    ],
+)
+def test_greedy_decode_mistakes_are_named(knobs, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_greedy_decode(lambda *a: greedy_decode(*a, **knobs))
+
+
+def test_greedy_decode_may_not_call_the_reference_method():
+    from course_lib.models import Transformer
+
+    with pytest.raises(AssertionError, match="write the loop yourself"):
+        checks.check_greedy_decode(lambda model, src, n, b, e: model.greedy_decode(src, n, b, e))
+    # the method is restored afterwards
+    assert "disabled" not in Transformer.greedy_decode.__name__
+
+
+def test_greedy_decode_check_cases_cover_early_ends_and_max_len():
+    from course_lib._checks_decoding import _decoding_model, _greedy_rows
+
+    model = _decoding_model(2, 1.0)
+    src = torch.randint(3, 9, (4, 6), generator=torch.Generator().manual_seed(12))
+    src[1, 3:], src[2, 4:], src[3, 2:] = 0, 0, 0
+    rows = _greedy_rows(model, src, 7)
+    assert len({len(r) for r in rows}) >= 3, rows  # rows end at different steps
+    assert any(r[-1] != 2 and len(r) == 7 for r in rows), rows  # one reaches max_len
+
+
+def test_blank_decoding_exercises_report_not_attempted():
+    def blank(*args):
+        raise NotImplementedError
+
+    for check in (checks.check_greedy_decode, checks.check_label_smoothed_loss):
+        with pytest.raises(AssertionError, match="not attempted"):
+            check(blank)
+
+
+# --- notebook 05: rotary position embedding (RoPE) -----------------------------------------
+
+
+def rope(x, base=10000.0, sign=1.0, exponent=2.0, start=0, halves=False, mix=True):
+    """RoPE written out with cos and sin (independent of course_lib and of the check's oracle)."""
+    L, d = x.shape[-2], x.shape[-1]
+    pos = torch.arange(start, start + L, dtype=torch.float32)[:, None]  # (L, 1)
+    angle = sign * pos / base ** (exponent * torch.arange(d // 2, dtype=torch.float32) / d)
+    c, s = angle.cos(), angle.sin() if mix else torch.zeros_like(angle)  # (L, d/2)
+    if halves:
+        a, b = x[..., : d // 2], x[..., d // 2 :]
+        return torch.cat([a * c - b * s, a * s + b * c], dim=-1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+
+
+def test_rope_accepts_a_right_answer_with_one_line(capsys):
+    checks.check_rope(rope)
+    assert capsys.readouterr().out.strip() == "✓ rope: all 3 cases pass"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda x: rope(x, sign=-1.0), "wrong way"),
+        (lambda x: rope(x, halves=True), "rotate_half"),
+        (lambda x: rope(x, exponent=1.0), "wrong frequencies"),
+        (lambda x: rope(x, start=1), "positions start at 0"),
+        (lambda x: rope(x, mix=False), "sin terms are missing"),
+        (lambda x: rope(x, exponent=0.0), "same speed"),
+        (lambda x: rope(x, base=1000.0), "base 1000"),
+        (lambda x: x, "unchanged"),
+        (lambda x: rope(x.transpose(0, -2)).transpose(0, -2) if x.dim() > 2 else rope(x), "axis"),
+    ],
+)
+def test_rope_mistakes_are_named(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_rope(wrong)
+
+
+def test_rope_may_not_call_the_course_lib_reference():
+    from course_lib import positional  # looked up at call time, as a notebook's globals are
+
+    def with_apply_rope(x):
+        cos, sin = positional.rope_angles(x.shape[-2], x.shape[-1])
+        return positional.apply_rope(x, cos, sin)
+
+    def with_module(x):
+        return positional.RotaryEmbedding(x.shape[-1])(x, x)[0]
+
+    for cheat in (with_apply_rope, with_module):
+        with pytest.raises(AssertionError, match="course_lib.positional"):
+            checks.check_rope(cheat)
+
+
+def test_a_blank_rope_exercise_reads_as_not_attempted():
+    def blank(x):
+        raise NotImplementedError
+
+    with pytest.raises(AssertionError, match="Exercise not attempted yet"):
+        checks.check_rope(blank)
+
+
+# --- notebook 07: the cross-attention sublayer and the cross-attention mask ------------------
+
+
+def cross_attention_step(x, memory, mha, norm, src_mask, **knobs):
+    residual, post = knobs.get("residual", True), knobs.get("post", False)
+    mask = {"pass": src_mask, "ignore": None}[knobs.get("mask", "pass")]
+    if post:
+        return norm(x + mha(x, memory, memory, mask)[0])
+    h = norm(x)
+    kv = {"memory": memory, "self": h, "normed": norm(memory)}[knobs.get("kv", "memory")]
+    out = mha(h, kv, kv, mask)[0]
+    return x + out if residual else out
+
+
+def cross_attention_mask(src, pad_id, tgt_len, num_heads):
+    B, L_s = src.shape
+    return (src != pad_id)[:, None, None, :].expand(B, num_heads, tgt_len, L_s)
+
+
+def test_cross_attention_accepts_a_right_answer_with_one_line(capsys):
+    checks.check_cross_attention(cross_attention_step)
+    checks.check_cross_attention_mask(cross_attention_mask)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [
+        "✓ cross_attention: all 3 cases pass",
+        "✓ cross_attention_mask: all 3 cases pass",
+    ]
+
+
+def test_the_cross_attention_oracle_matches_the_course_decoder_layer():
+    from course_lib.blocks import DecoderLayer
+    from course_lib.masks import padding_mask
+
+    torch.manual_seed(0)
+    layer = DecoderLayer(16, 4, 32).eval()
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    src_mask = padding_mask(torch.tensor([[4, 5, 6, 7, 8], [4, 5, 0, 0, 0]]), 0)
+    ours = cross_attention_step(x, memory, layer.cross_attn, layer.norm2, src_mask)
+    expected = x + layer._cross_attention(layer.norm2(x), memory, src_mask)
+    assert torch.allclose(ours, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"residual": False}, "residual is missing"),
+        ({"post": True}, "post-LN"),
+        ({"kv": "self"}, "self-attention"),
+        ({"kv": "normed"}, "memory was normalised"),
+        ({"mask": "ignore"}, "padding mask was ignored"),
+    ],
+)
+def test_cross_attention_mistakes_are_named(knobs, message):
+    def wrong(x, memory, mha, norm, src_mask):
+        return cross_attention_step(x, memory, mha, norm, src_mask, **knobs)
+
+    with pytest.raises(AssertionError, match=message):
+        checks.check_cross_attention(wrong)
+
+
+def test_cross_attention_explains_a_returned_tuple_and_a_wrong_length():
+    with pytest.raises(AssertionError, match="you returned a tuple"):
+        checks.check_cross_attention(lambda x, m, mha, norm, s: mha(norm(x), m, m, s))
+    with pytest.raises(AssertionError, match="one row per target position"):
+        checks.check_cross_attention(lambda x, m, mha, norm, s: m + mha(norm(m), x, x)[0])
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda s, p, t, h: (s != p)[:, None, None, :], "not expanded"),
+        (lambda s, p, t, h: cross_attention_mask(s, p, t, h).transpose(-2, -1), "Axes swapped"),
+        (lambda s, p, t, h: ~cross_attention_mask(s, p, t, h), "polarity"),
+        (lambda s, p, t, h: cross_attention_mask(s, p, t, h).float(), "bool"),
+        (lambda s, p, t, h: cross_attention_mask(s, 0, t, h), "compare src with pad_id"),
+        (
+            lambda s, p, t, h: cross_attention_mask(s, p, t, h)
+            & torch.ones(t, s.shape[1], dtype=torch.bool).tril(),
+            "causal mask does not belong",
+        ),
+    ],
+)
+def test_cross_attention_mask_mistakes_are_named(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_cross_attention_mask(wrong)
+
+
+def test_cross_attention_mask_may_not_call_the_padding_mask_reference():
+    def with_reference(src, pad_id, tgt_len, num_heads):
+        B, L_s = src.shape
+        return ref_masks.padding_mask(src, pad_id).expand(B, num_heads, tgt_len, L_s)
+
+    with pytest.raises(AssertionError, match="write it yourself"):
+        checks.check_cross_attention_mask(with_reference)
+
+
+def test_blank_cross_attention_exercises_report_not_attempted():
+    def blank(*args):
+        raise NotImplementedError
+
+    for check in (checks.check_cross_attention, checks.check_cross_attention_mask):
+        with pytest.raises(AssertionError, match="Exercise not attempted yet"):
+            check(blank)
+
+
+# ----------------------------------------------------------------------------- rnn_step_jacobian
+# (notebook 01, Exercise 1.2; the check lives in course_lib/_checks_rnn.py)
+
+
+def _rnn_step_jacobian(h_new, W_hh):
+    return (1 - h_new**2)[:, :, None] * W_hh
+
+
+def test_rnn_step_jacobian_check_accepts_a_correct_answer(capsys):
+    checks.check_rnn_step_jacobian(_rnn_step_jacobian)
+    assert "rnn_step_jacobian" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda h, W: W.expand(h.shape[0], *W.shape), "tanh'"),
+        (lambda h, W: (1 - h)[:, :, None] * W, "not 1 - h_new"),
+        (lambda h, W: (1 - h**2)[:, None, :] * W, "rows"),
+        (lambda h, W: (1 - h**2)[:, :, None] * W.T, "transposed"),
+        (lambda h, W: (1 - torch.tanh(h) ** 2)[:, :, None] * W, "do not apply tanh again"),
+    ],
+)
+def test_rnn_step_jacobian_check_names_the_mistake(wrong, words):
+    with pytest.raises(AssertionError, match=words):
+        checks.check_rnn_step_jacobian(wrong)
+
+
+def test_rnn_step_jacobian_reference_is_switched_off_while_checking():
+    rnn = pytest.importorskip("course_lib.rnn")
+    with pytest.raises(AssertionError, match="reference"):
+        checks.check_rnn_step_jacobian(lambda h, W: rnn.rnn_step_jacobian(h, W))
+
+
+# ----------------------------------------------------------------------------- encoder_layer
+# (notebook 08, Exercise 8.1; the check lives in course_lib/_checks_blocks.py)
+
+
+def _encoder_layer(x, self_attn, ff, norm1, norm2, mask=None):
+    h = norm1(x)
+    x = x + self_attn(h, h, h, mask)
+    return x + ff(norm2(x))
+
+
+def _post_ln_encoder_layer(x, self_attn, ff, norm1, norm2, mask=None):
+    x = norm1(x + self_attn(x, x, x, mask))
+    return norm2(x + ff(x))
+
+
+def _encoder_layer_without(part):
+    def fn(x, self_attn, ff, norm1, norm2, mask=None):
+        h = norm1(x)
+        if part == "mask":
+            mask = None
+        a = self_attn(h, h, h, mask)
+        x = a if part in ("residuals", "attn_residual") else (h if part == "normed" else x) + a
+        f = ff(norm2(x))
+        return f if part in ("residuals", "ff_residual") else x + f
+
+    return fn
+
+
+def test_encoder_layer_check_accepts_a_correct_answer(capsys):
+    checks.check_encoder_layer(_encoder_layer)
+    assert capsys.readouterr().out.strip() == "✓ encoder_layer: all 3 cases pass"
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (_encoder_layer_without("residuals"), "no residual connections"),
+        (_encoder_layer_without("attn_residual"), "attention sublayer has no residual"),
+        (_encoder_layer_without("ff_residual"), "feed-forward sublayer has no residual"),
+        (_encoder_layer_without("normed"), "residual adds the normalised vector"),
+        (_encoder_layer_without("mask"), "mask was not passed"),
+        (_post_ln_encoder_layer, "post-LN"),
+        (lambda x, a, f, n1, n2, mask=None: _encoder_layer(x, a, f, n2, n1, mask), "swapped"),
+        (lambda x, a, f, n1, n2, mask=None: _encoder_layer(x, a, f, n1, n1, mask), "used twice"),
+    ],
+)
+def test_encoder_layer_check_names_the_mistake(wrong, words):
+    with pytest.raises(AssertionError, match=words):
+        checks.check_encoder_layer(wrong)
+
+
+def test_encoder_layer_check_reads_a_blank_exercise_as_not_attempted():
+    def encoder_layer(x, self_attn, ff, norm1, norm2, mask=None):
+        raise NotImplementedError
+
+    with pytest.raises(AssertionError, match="Exercise not attempted yet"):
+        checks.check_encoder_layer(encoder_layer)
+    assert checks.progress({"encoder_layer": encoder_layer})["encoder_layer"][0] == "not attempted"
+    assert checks.progress({"encoder_layer": _encoder_layer})["encoder_layer"] == ("pass", "")
