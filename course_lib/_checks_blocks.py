@@ -1,0 +1,194 @@
+"""The check for notebook 08's exercise: the forward pass of a pre-LN encoder layer.
+
+Public through `course_lib.checks`; see that module for how a check works. The expected output
+comes from PyTorch's own `nn.TransformerEncoderLayer(norm_first=True)`; the learner's function
+receives that layer's sublayers, so only the wiring (residuals, where the norms go) is tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checking import (
+    as_tensors,
+    call_learner,
+    case_label,
+    compare,
+    isolated,
+    passed,
+    randn,
+    require_callable,
+)
+
+ENCODER_HINTS = {
+    "error": "self_attn(q, k, v, mask) takes three (B, L, D) tensors (queries, keys, values; all "
+    "the same normalised x for self-attention) and returns one (B, L, D) tensor; ff(h), "
+    "norm1(h) and norm2(h) map (B, L, D) to (B, L, D)",
+    "no_residual": "no residual connections: each sublayer's output must be *added* to its "
+    "input, x = x + sublayer(norm(x)); without the `x +` the block forgets its input",
+    "no_attn_residual": "the attention sublayer has no residual: x = x + self_attn(h, h, h, mask) "
+    "with h = norm1(x), not x = self_attn(...)",
+    "no_ff_residual": "the feed-forward sublayer has no residual: return x + ff(norm2(x)), not "
+    "ff(norm2(x))",
+    "post_ln": "this is post-LN (norm after the residual add, as in the 2017 paper): the "
+    "exercise asks for pre-LN, x = x + sublayer(norm(x)), which leaves the residual path "
+    "un-normalised",
+    "residual_from_normed": "the residual adds the normalised vector: with h = norm1(x) compute "
+    "x + self_attn(h, h, h, mask), not h + self_attn(h, h, h, mask); the residual path must "
+    "carry the raw x",
+    "norms_swapped": "norm1 and norm2 are swapped: norm1 goes before self-attention and norm2 "
+    "before the feed-forward network",
+    "one_norm": "the same LayerNorm is used twice: norm1 before self-attention, norm2 before "
+    "the feed-forward network (each has its own gain and bias)",
+    "mask_ignored": "the mask was not passed to self_attn: PAD positions leak into the real "
+    "ones; call self_attn(h, h, h, mask)",
+    "kv_not_normed": "keys and values come from the raw x: in pre-LN self-attention queries, "
+    "keys and values are all h = norm1(x)",
+    "order": "feed-forward before self-attention: an encoder layer attends first (tokens "
+    "exchange information), then transforms each token with the feed-forward network",
+    "steps": "Pre-LN: h = norm1(x); x = x + self_attn(h, h, h, mask); "
+    "x = x + ff(norm2(x)); return x.",
+}
+
+
+def _random_torch_layer(
+    g: torch.Generator, D: int, H: int, d_ff: int
+) -> nn.TransformerEncoderLayer:
+    """A pre-LN nn.TransformerEncoderLayer with weights (LayerNorm gains and biases included) from g."""
+    layer = nn.TransformerEncoderLayer(D, H, d_ff, dropout=0.0, batch_first=True, norm_first=True)
+    with torch.no_grad():
+        for p in layer.parameters():
+            fan_in = p.shape[-1] if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5 * (0.8 if p.dim() > 1 else 0.3))
+        for norm in (layer.norm1, layer.norm2):  # gains near 1, different for the two norms
+            norm.weight.add_(1.0)
+    return layer.train()  # train mode (dropout is 0) keeps PyTorch off its fused fast path
+
+
+class _Sublayers:
+    """The sublayers of one nn.TransformerEncoderLayer, in the course's conventions."""
+
+    def __init__(self, layer: nn.TransformerEncoderLayer):
+        self.layer = layer
+
+    def self_attn(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L, D) x3 -> (B, L, D); mask (B, 1, 1, L) bool, True = may attend."""
+        pad = None if mask is None else ~mask.reshape(mask.shape[0], -1)  # (B, L) True = PAD
+        return self.layer.self_attn(q, k, v, key_padding_mask=pad, need_weights=False)[0]
+
+    def ff(self, h: torch.Tensor) -> torch.Tensor:
+        """Position-wise feed-forward: linear2(relu(linear1(h)))."""
+        return self.layer.linear2(self.layer.activation(self.layer.linear1(h)))
+
+
+def _wired(
+    x: torch.Tensor,
+    s: _Sublayers,
+    mask: torch.Tensor | None,
+    residual: tuple[bool, bool] = (True, True),
+    post: bool = False,
+    from_normed: tuple[bool, bool] = (False, False),
+    norms: tuple[str, str] = ("norm1", "norm2"),
+    pass_mask: bool = True,
+    kv_normed: bool = True,
+    ff_first: bool = False,
+) -> torch.Tensor:
+    """An encoder layer wired from the sublayers, with knobs for the typical mistakes."""
+    n1, n2 = (getattr(s.layer, n) for n in norms)
+    m = mask if pass_mask else None
+
+    def attn_block(x: torch.Tensor) -> torch.Tensor:
+        if post:
+            y = s.self_attn(x, x, x, m)
+            return n1(x + y if residual[0] else y)
+        h = n1(x)
+        kv = h if kv_normed else x
+        y = s.self_attn(h, kv, kv, m)
+        base = h if from_normed[0] else x
+        return base + y if residual[0] else y
+
+    def ff_block(x: torch.Tensor) -> torch.Tensor:
+        if post:
+            y = s.ff(x)
+            return n2(x + y if residual[1] else y)
+        h = n2(x)
+        y = s.ff(h)
+        base = h if from_normed[1] else x
+        return base + y if residual[1] else y
+
+    if ff_first:
+        return attn_block(ff_block(x))
+    return ff_block(attn_block(x))
+
+
+@isolated
+def check_encoder_layer(fn: Callable[..., Any]) -> None:
+    """Check fn(x (B, L, D), self_attn, ff, norm1, norm2, mask=None) -> (B, L, D), pre-LN.
+
+    self_attn(q, k, v, mask) -> (B, L, D) is multi-head attention (mask (B, 1, 1, L) bool, True =
+    may attend); ff is the position-wise feed-forward network; norm1 and norm2 are LayerNorms.
+    Compared with PyTorch's nn.TransformerEncoderLayer(norm_first=True) holding the same weights.
+    """
+    name = "encoder_layer"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(11)
+    cases = [  # (B, L, D, H, d_ff, lengths of the real tokens or None)
+        (2, 5, 8, 2, 16, None),
+        (3, 6, 12, 3, 24, [6, 4, 2]),
+        (1, 4, 16, 4, 32, None),
+    ]
+    for i, (B, L, D, H, d_ff, lengths) in enumerate(cases, 1):
+        desc = f"x {(B, L, D)}, {H} heads" + (", padding mask" if lengths else "")
+        layer = _random_torch_layer(g, D, H, d_ff)
+        x = randn(g, B, L, D) * 2.0 + 0.5  # not already normalised: misplaced norms show
+        mask = None
+        if lengths is not None:
+            mask = (torch.arange(L)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
+        _encoder_case(fn, case_label(name, i, len(cases), desc), layer, x, mask)
+    passed(name, len(cases))
+
+
+def _encoder_case(fn, label: str, layer: nn.TransformerEncoderLayer, x, mask) -> None:
+    """One encoder-layer case: call with the sublayers, compare with PyTorch, diagnose."""
+    s = _Sublayers(layer)
+    args = (x, s.self_attn, s.ff, layer.norm1, layer.norm2)
+    args += () if mask is None else (mask,)
+    (out,) = as_tensors(call_learner(fn, label, args, ENCODER_HINTS["error"]), label, ("out",))
+    key_padding = None if mask is None else ~mask.reshape(mask.shape[0], -1)
+    expected = layer(x, src_key_padding_mask=key_padding)  # (B, L, D), PyTorch's own layer
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _wired(x, s, mask, **knobs)
+
+    h = ENCODER_HINTS
+    mistakes = [
+        (h["no_residual"], wrong(residual=(False, False))),
+        (h["no_attn_residual"], wrong(residual=(False, True))),
+        (h["no_ff_residual"], wrong(residual=(True, False))),
+        (h["post_ln"], wrong(post=True)),
+        (h["residual_from_normed"], wrong(from_normed=(True, True))),
+        (h["residual_from_normed"], wrong(from_normed=(True, False))),
+        (h["residual_from_normed"], wrong(from_normed=(False, True))),
+        (h["norms_swapped"], wrong(norms=("norm2", "norm1"))),
+        (h["one_norm"], wrong(norms=("norm1", "norm1"))),
+        (h["one_norm"], wrong(norms=("norm2", "norm2"))),
+        (h["kv_not_normed"], wrong(kv_normed=False)),
+        (h["order"], wrong(ff_first=True)),
+    ]
+    if mask is not None:
+        mistakes.append((h["mask_ignored"], wrong(pass_mask=False)))
+    compare(
+        label,
+        [out],
+        [expected],
+        ("out",),
+        mistakes,
+        "out has the shape of x, (B, L, D).",
+        h["steps"],
+    )

@@ -1,0 +1,343 @@
+"""The checks for notebook 09: the label-smoothed sequence loss and the greedy decoding loop.
+
+Public through `course_lib.checks`; see that module for how a check works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ._checking import (
+    as_tensors,
+    call_learner,
+    case_label,
+    compare,
+    isolated,
+    passed,
+    randn,
+    reference_objects,
+    require_callable,
+)
+
+DECODING_HINTS = {
+    # label-smoothed loss
+    "ls_error": "logits are (B, L, V) and targets (B, L): flatten them to (B*L, V) and (B*L,), "
+    "or take log_softmax over the last axis and gather each target's log-probability",
+    "ls_scalar": "return one number, the mean over the non-PAD positions (a 0-d tensor), not one "
+    "loss per position",
+    "ls_pad": "PAD targets were counted: positions whose target is pad_id must contribute "
+    "nothing, and the mean is over the real (non-PAD) positions only",
+    "ls_pad_mean": "PAD positions were zeroed but you divided by every position: divide by the "
+    "number of non-PAD targets instead",
+    "ls_pad_zero": "pad_id is an argument: compare targets with pad_id, not with 0",
+    "ls_no_smoothing": "no smoothing: with eps > 0 the target distribution is "
+    "(1 - eps) on the right token plus eps / V spread over all V tokens",
+    "ls_v_minus_1": "eps was spread over the V - 1 wrong tokens only; this exercise uses PyTorch's "
+    "convention: (1 - eps) * one_hot + eps / V over all V tokens (the right one included)",
+    "ls_v_minus_2": "eps was spread over V - 2 tokens (leaving out the right one and PAD, as the "
+    "Annotated Transformer does); this exercise uses (1 - eps) * one_hot + eps / V over all V",
+    "ls_sum_not_mean": "the smoothing term should be eps times the *mean* of -log p over the V "
+    "tokens (eps / V per token), not eps times their sum",
+    "ls_sum": "you returned the sum over positions; return the mean over non-PAD positions",
+    "ls_per_sequence": "you averaged per sequence, then over the batch; average over all non-PAD "
+    "positions at once, so long sequences count in proportion to their length",
+    "ls_unstable": "the loss is inf or NaN for large logits: torch.log(torch.softmax(...)) "
+    "underflows to log(0) = -inf; use torch.log_softmax (or F.log_softmax), which is stable",
+    "ls_steps": "loss at a position = (1 - eps) * (-log p[target]) + eps * mean over v of "
+    "(-log p[v]), with log p = log_softmax(logits, dim=-1); then average over non-PAD positions.",
+    # greedy decoding
+    "gd_error": "model.encode(src) gives memory (B, L_s, D) once; then start ys = a (B, 1) tensor "
+    "of bos_id and repeat: logits = model.decode(ys, memory, src) is (B, t, V), take the "
+    "last position logits[:, -1], argmax, append it to ys with torch.cat(..., dim=1)",
+    "gd_reference": "your function called course_lib's reference `Transformer.{name}`; write the "
+    "loop yourself with model.encode and model.decode",
+    "gd_tensor": "return a (B, T) tensor of token ids (torch.long), T <= max_len",
+    "gd_bos": "the output starts with BOS: BOS is only the decoder's first input; drop it from "
+    "what you return (return ys[:, 1:])",
+    "gd_no_feedback": "every step predicted the same token, as if the decoder saw only BOS: "
+    "append each prediction to the decoder input (ys = torch.cat([ys, next_id[:, None]], dim=1)) "
+    "and read the newest position's logits, logits[:, -1], not logits[:, 0]",
+    "gd_no_eos": "EOS is missing: keep the EOS token in the output (it tells where the "
+    "translation ends); write PAD only after it",
+    "gd_after_eos": "tokens after EOS: once a row has produced EOS it is finished, so every later "
+    "position of that row must be PAD (model.pad_id); keep a `done` mask with done |= next == eos",
+    "gd_any_done": "you stopped when the first row produced EOS; stop only when every row has "
+    "(done.all()), and write PAD for the rows that are already finished",
+    "gd_too_long": "more than max_len tokens: generate at most max_len tokens (BOS not counted)",
+    "gd_steps": "Greedy decoding: encode once; ys = BOS; repeat up to max_len times: decode ys, "
+    "take the argmax of the last position, write PAD for finished rows, append; stop when every "
+    "row has produced EOS; return ys without BOS.",
+}
+H = DECODING_HINTS
+
+# ----------------------------------------------------------------------------- label smoothing
+
+
+def _smoothed_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    pad_id: int,
+    eps: float,
+    spread: str = "all",
+    ignore_pad: bool = True,
+    denominator: str = "real",
+    reduce: str = "mean",
+    uniform: str = "mean",
+) -> torch.Tensor:
+    """The smoothed loss in float64, with knobs that reproduce typical mistakes."""
+    logp = logits.double().log_softmax(dim=-1)  # (B, L, V)
+    nll = -logp.gather(-1, targets[..., None])[..., 0]  # (B, L)
+    if spread == "all":  # q = (1 - eps) one_hot + eps / V
+        smooth = -logp.mean(dim=-1) if uniform == "mean" else -logp.sum(dim=-1)
+        per_pos = (1 - eps) * nll + eps * smooth
+    else:  # eps spread over the wrong tokens only (and not PAD for "v-2")
+        wrong = torch.ones_like(logp).scatter(-1, targets[..., None], 0.0)
+        if spread == "v-2":
+            wrong[..., pad_id] = 0.0
+        q = wrong * eps / wrong.sum(dim=-1, keepdim=True)
+        per_pos = (1 - eps) * nll - (q * logp).sum(dim=-1)
+    real = targets != pad_id if ignore_pad else torch.ones_like(targets, dtype=torch.bool)
+    per_pos = per_pos * real
+    if reduce == "sum":
+        return per_pos.sum().float()
+    if reduce == "per_sequence":
+        return (per_pos.sum(dim=1) / real.sum(dim=1)).mean().float()
+    count = real.sum() if denominator == "real" else torch.tensor(targets.numel())
+    return (per_pos.sum() / count).float()
+
+
+@isolated
+def check_label_smoothed_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check fn(logits (B, L, V), targets (B, L), pad_id, eps) -> scalar mean loss.
+
+    The target distribution is (1 - eps) * one_hot + eps / V (PyTorch's convention) and the
+    mean runs over the positions whose target is not pad_id; compared with F.cross_entropy.
+    """
+    name = "label_smoothed_loss"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(11)
+    cases = [  # (description, (B, L, V), lengths, pad_id, eps, logit scale)
+        ("eps=0.1, PAD at the end of shorter rows", (2, 5, 7), (5, 3), 0, 0.1, 1.0),
+        ("eps=0: plain cross-entropy", (3, 4, 9), (4, 2, 3), 0, 0.0, 2.0),
+        ("pad_id=1, eps=0.2", (3, 6, 6), (6, 4, 1), 1, 0.2, 1.0),
+        ("large logits (confident model), eps=0.1", (2, 4, 8), (4, 3), 0, 0.1, 60.0),
+    ]
+    for i, (desc, (B, L, V), lengths, pad, eps, scale) in enumerate(cases, 1):
+        logits = randn(g, B, L, V) * scale
+        targets = torch.randint(0, V, (B, L), generator=g)
+        targets = torch.where(targets == pad, (pad + 1) % V, targets)  # no PAD among real tokens
+        for b, n in enumerate(lengths):
+            targets[b, n:] = pad
+        label = case_label(name, i, len(cases), desc)
+        _smoothed_case(fn, label, logits, targets, pad, eps)
+    passed(name, len(cases))
+
+
+def _smoothed_case(fn, label: str, logits, targets, pad: int, eps: float) -> None:
+    """One loss case: call, check it is a finite scalar, compare, diagnose."""
+    result = call_learner(fn, label, (logits, targets, pad, eps), H["ls_error"])
+    (loss,) = as_tensors(result, label, ("the loss",), H["ls_scalar"])
+    if loss.numel() != 1:
+        raise AssertionError(f"{label}: the loss has shape {tuple(loss.shape)}; {H['ls_scalar']}")
+    loss = loss.reshape(())
+    if loss.is_floating_point() and not torch.isfinite(loss):
+        raise AssertionError(f"{label}: the loss is {loss.item()}; {H['ls_unstable']}")
+    V = logits.shape[-1]
+    expected = F.cross_entropy(
+        logits.double().reshape(-1, V),
+        targets.reshape(-1),
+        ignore_index=pad,
+        label_smoothing=eps,
+    ).float()
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _smoothed_loss(logits, targets, pad, eps, **knobs)
+
+    mistakes = [
+        (H["ls_pad"], wrong(ignore_pad=False)),
+        (H["ls_pad_mean"], wrong(denominator="all")),
+        (H["ls_sum"], wrong(reduce="sum")),
+        (H["ls_per_sequence"], wrong(reduce="per_sequence")),
+    ]
+    if pad != 0:
+        mistakes.append((H["ls_pad_zero"], lambda: _smoothed_loss(logits, targets, 0, eps)))
+    if eps > 0:
+        mistakes += [
+            (H["ls_no_smoothing"], lambda: _smoothed_loss(logits, targets, pad, 0.0)),
+            (H["ls_v_minus_1"], wrong(spread="v-1")),
+            (H["ls_v_minus_2"], wrong(spread="v-2")),
+            (H["ls_sum_not_mean"], wrong(uniform="sum")),
+        ]
+    compare(label, [loss], [expected], ("the loss",), mistakes, H["ls_scalar"], H["ls_steps"])
+
+
+# ----------------------------------------------------------------------------- greedy decoding
+
+GD_PAD, GD_BOS, GD_EOS = 0, 1, 2
+GD_VOCAB = 9  # PAD, BOS, EOS and six symbols 3..8
+
+
+def _decoding_model(seed: int, eos_bias: float) -> torch.nn.Module:
+    """A small random Transformer whose EOS logit is shifted so rows end at different steps."""
+    from .models import Transformer
+
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = Transformer(
+            GD_VOCAB, GD_VOCAB, d_model=16, num_heads=2, num_encoder_layers=1,
+            num_decoder_layers=1, d_ff=32, max_len=16, pad_id=GD_PAD,
+        )  # fmt: skip
+    finally:
+        torch.random.set_rng_state(gen_state)
+    with torch.no_grad():  # larger source and output weights: rows differ more from each other
+        for lin in (model.decoder[0].cross_attn.w_v, model.decoder[0].cross_attn.w_o, model.head):
+            lin.weight.mul_(2.0)
+        model.head.bias[GD_EOS] += eos_bias
+        model.head.bias[GD_BOS] -= 10.0  # a real model never predicts BOS
+        model.head.bias[GD_PAD] -= 10.0
+    return model.eval()
+
+
+@torch.no_grad()
+def _greedy_rows(
+    model: torch.nn.Module,
+    src: torch.Tensor,
+    max_len: int,
+    feed_back: bool = True,
+) -> list[list[int]]:
+    """Greedy decoding one row at a time with model.encode/decode; rows end with their EOS."""
+    rows = []
+    for b in range(src.shape[0]):
+        s = src[b : b + 1]  # (1, L_s), PAD kept: the model masks it
+        memory = model.encode(s)  # (1, L_s, D)
+        ys, out = [GD_BOS], []
+        for _ in range(max_len):
+            inp = torch.tensor([ys if feed_back else [GD_BOS]])  # (1, t)
+            token = int(model.decode(inp, memory, s)[0, -1].argmax())
+            out.append(token)
+            ys.append(token)
+            if token == GD_EOS:
+                break
+        rows.append(out)
+    return rows
+
+
+def _cut(rows: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Each row up to and including its first EOS (trailing PAD dropped when there is none)."""
+    cut = []
+    for row in rows:
+        row = list(row)
+        if GD_EOS in row:
+            cut.append(row[: row.index(GD_EOS) + 1])
+        else:
+            while row and row[-1] == GD_PAD:
+                row.pop()
+            cut.append(row)
+    return cut
+
+
+@contextmanager
+def _methods_disabled(cls: type, names: Sequence[str]) -> Iterator[None]:
+    """Make the reference decoding methods of `cls` raise while the block runs."""
+    saved = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
+
+    def stub(name: str) -> Callable[..., Any]:
+        def disabled(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(H["gd_reference"].format(name=name))
+
+        return disabled
+
+    try:
+        for n in saved:
+            setattr(cls, n, stub(n))
+        yield
+    finally:
+        for n, method in saved.items():
+            setattr(cls, n, method)
+
+
+@isolated
+def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> None:
+    """Check fn(model, src (B, L_s), max_len, bos_id, eos_id) -> (B, T <= max_len) token ids.
+
+    Rows exclude BOS, include EOS when it is produced, and hold PAD (model.pad_id) after it;
+    stopping early once every row has produced EOS is allowed (and faster). The model is a
+    small random course Transformer; the expected answer is decoded one row at a time.
+    """
+    name = "greedy_decode"
+    require_callable(fn, name)
+    cases = [  # (description, model seed, EOS bias, source seed, B, L_s, source lengths, max_len)
+        ("B=3, rows end at different steps", 5, 0.5, 0, 3, 5, (5, 5, 5), 8),
+        ("B=4, padded sources, one row reaches max_len", 2, 1.0, 12, 4, 6, (6, 3, 4, 2), 7),
+        ("B=2, max_len=3", 5, 0.0, 2, 2, 4, (4, 2), 3),
+    ]
+    for i, (desc, seed, bias, src_seed, B, L_s, lengths, max_len) in enumerate(cases, 1):
+        model = _decoding_model(seed, bias)
+        g = torch.Generator().manual_seed(src_seed)
+        src = torch.randint(3, GD_VOCAB, (B, L_s), generator=g)
+        for b, n in enumerate(lengths):
+            src[b, n:] = GD_PAD
+        _greedy_case(fn, case_label(name, i, len(cases), desc), model, src, max_len)
+    passed(name, len(cases))
+
+
+def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None:
+    """One decoding case: call, check the structure, compare rows, diagnose."""
+    from .models import Transformer
+
+    args = (model, src, max_len, GD_BOS, GD_EOS)
+    allow = [qualname for _, qualname in reference_objects().values()]  # the model needs them
+    with _methods_disabled(Transformer, ("greedy_decode", "beam_search")):
+        result = call_learner(fn, label, args, H["gd_error"], allow=allow)
+    (out,) = as_tensors(result, label, ("the output",), H["gd_tensor"])
+    B = src.shape[0]
+    if out.dim() != 2 or out.shape[0] != B:
+        raise AssertionError(
+            f"{label}: the output has shape {tuple(out.shape)}; expected ({B}, T) with "
+            f"T <= max_len = {max_len}. {H['gd_tensor']}"
+        )
+    if out.is_floating_point() or out.dtype == torch.bool:
+        raise AssertionError(f"{label}: the output has dtype {out.dtype}; {H['gd_tensor']}")
+    rows = out.tolist()
+    expected = _greedy_rows(model, src, max_len)
+    mine = _cut(rows)
+    tails_ok = all(
+        all(t == GD_PAD for t in row[len(c) :]) for row, c in zip(rows, mine, strict=True)
+    )
+    if mine == expected:
+        if not tails_ok:
+            raise AssertionError(f"{label}: {H['gd_after_eos']}")
+        if out.shape[1] > max_len:
+            raise AssertionError(f"{label}: output shape {tuple(out.shape)}; {H['gd_too_long']}")
+        return
+    ended = [len(e) for e in expected if e[-1] == GD_EOS]
+    first_done = min(ended) if ended else max_len
+    variants = [
+        (
+            H["gd_bos"],
+            all(r[:1] == [GD_BOS] for r in rows) and _cut([r[1:] for r in rows]) == expected,
+        ),
+        (H["gd_no_feedback"], mine == _greedy_rows(model, src, max_len, feed_back=False)),
+        (H["gd_no_eos"], mine == [[t for t in e if t != GD_EOS] for e in expected]),
+        (H["gd_any_done"], mine == _cut([e[:first_done] for e in expected])),
+        (H["gd_too_long"], out.shape[1] > max_len),
+    ]
+    for hint, matched in variants:
+        if matched:
+            raise AssertionError(f"{label}: {hint}")
+    b, got, want = next(
+        (b, x, y) for b, (x, y) in enumerate(zip(mine, expected, strict=True)) if x != y
+    )
+    raise AssertionError(
+        f"{label}: row {b} differs from the expected greedy output: expected {want}, got {got} "
+        f"(rows cut after their first EOS; 2 = EOS, 0 = PAD). {H['gd_steps']}"
+    )
+
+
+__all__ = ["DECODING_HINTS", "check_greedy_decode", "check_label_smoothed_loss"]

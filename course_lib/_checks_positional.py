@@ -1,0 +1,126 @@
+"""The check for notebook 05's rotary position embedding (RoPE) exercise.
+
+Public through `course_lib.checks`; see that module for how a check works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._checking import (
+    as_tensors,
+    call_learner,
+    case_label,
+    compare,
+    isolated,
+    passed,
+    randn,
+    require_callable,
+)
+
+ROPE_HINTS = {
+    "error": "x is (..., L, d) with d even: positions run along axis -2, features along -1; "
+    "angle[pos, i] = pos / 10000^(2i/d) has shape (L, d/2), and pair i is "
+    "(x[..., 2i], x[..., 2i+1]) = (x[..., 0::2], x[..., 1::2])",
+    "direction": "rotated the wrong way (by -angle): the new pair is "
+    "(x_even·cos - x_odd·sin, x_even·sin + x_odd·cos); check the signs of the sin terms",
+    "halves": "you paired dimension i with i + d/2 (the 'rotate_half' layout of some "
+    "libraries); this exercise pairs neighbours (2i, 2i+1): x[..., 0::2] with x[..., 1::2]",
+    "exp_i": "wrong frequencies: pair i turns at 1 / 10000^(2i/d), not 1 / 10000^(i/d); "
+    "with i = 0, 1, ..., d/2 - 1 the exponent is 2i/d (or arange(0, d, 2) / d)",
+    "from_one": "positions start at 0: the first token is not rotated at all (angle 0); "
+    "use torch.arange(L), not arange(1, L + 1)",
+    "no_mix": "each feature was only scaled by cos: a rotation mixes the two members of a "
+    "pair, so the sin terms are missing",
+    "one_freq": "every pair turns at the same speed (angle = pos): pair i should turn at "
+    "1 / 10000^(2i/d), fast for the first pairs, slowly for the last",
+    "multiply": "the angle is pos / 10000^(2i/d): you multiplied pos by the power of 10000 "
+    "instead of dividing by it",
+    "wrong_axis": "positions should run along axis -2 (L), the one before the features; "
+    "you rotated along another axis",
+    "unchanged": "you returned x unchanged: every pair (x[..., 2i], x[..., 2i+1]) at position "
+    "pos must be turned by its angle pos / 10000^(2i/d)",
+    "formula": "For pair i at position pos, angle = pos / 10000^(2i/d): "
+    "out[2i] = x[2i]·cos(angle) - x[2i+1]·sin(angle), "
+    "out[2i+1] = x[2i]·sin(angle) + x[2i+1]·cos(angle).",
+}
+
+
+def rope_oracle(
+    x: torch.Tensor,
+    base: float = 10000.0,
+    sign: float = 1.0,
+    exponent: float = 2.0,
+    layout: str = "pairs",
+    start: int = 0,
+    mix: bool = True,
+    divide: bool = True,
+    pos_axis: int = -2,
+) -> torch.Tensor:
+    """RoPE as complex multiplication in float64, with knobs that reproduce typical mistakes."""
+    d = x.shape[-1]
+    L = x.shape[pos_axis]
+    i = torch.arange(d // 2, dtype=torch.float64)
+    freq = base ** ((-1.0 if divide else 1.0) * exponent * i / d)  # (d/2,)
+    pos = torch.arange(start, start + L, dtype=torch.float64)
+    angle = sign * pos[:, None] * freq  # (L, d/2)
+    if pos_axis != -2:  # positions along another axis: move that axis next to the features
+        shape = [1] * x.dim()
+        shape[pos_axis], shape[-1] = L, d // 2
+        angle = angle.reshape(shape)
+    xd = x.double()
+    if layout == "halves":
+        a, b = xd[..., : d // 2], xd[..., d // 2 :]
+    else:
+        a, b = xd[..., 0::2], xd[..., 1::2]
+    z = torch.complex(a, b) * (torch.polar(torch.ones_like(angle), angle) if mix else angle.cos())
+    if layout == "halves":
+        return torch.cat([z.real, z.imag], dim=-1).float()
+    return torch.stack([z.real, z.imag], dim=-1).reshape(x.shape).float()
+
+
+@isolated
+def check_rope(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Check fn(x (..., L, d)) -> RoPE-rotated x, pair (2i, 2i+1) at pos turned by pos/10000^(2i/d).
+
+    The function must not call course_lib.positional's apply_rope, rope_angles or
+    RotaryEmbedding.
+    """
+    name = "rope"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(5)
+    cases = [(6, 4), (2, 5, 8), (2, 3, 7, 16)]
+    for i, shape in enumerate(cases, 1):
+        _rope_case(fn, case_label(name, i, len(cases), f"x {shape}"), randn(g, *shape))
+    passed(name, len(cases))
+
+
+def _rope_case(fn, label: str, x: torch.Tensor) -> None:
+    """One RoPE case: call, compare with the oracle, diagnose."""
+    (out,) = as_tensors(call_learner(fn, label, (x,), ROPE_HINTS["error"]), label, ("the output",))
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: rope_oracle(x, **knobs)
+
+    mistakes = [
+        (ROPE_HINTS["unchanged"], lambda: x),
+        (ROPE_HINTS["direction"], wrong(sign=-1.0)),
+        (ROPE_HINTS["halves"], wrong(layout="halves")),
+        (ROPE_HINTS["halves"], wrong(layout="halves", sign=-1.0)),
+        (ROPE_HINTS["exp_i"], wrong(exponent=1.0)),
+        (ROPE_HINTS["from_one"], wrong(start=1)),
+        (ROPE_HINTS["no_mix"], wrong(mix=False)),
+        (ROPE_HINTS["one_freq"], wrong(exponent=0.0)),
+        (ROPE_HINTS["multiply"], wrong(divide=False)),
+    ]
+    mistakes += [(ROPE_HINTS["wrong_axis"], wrong(pos_axis=a)) for a in range(x.dim() - 2)]
+    mistakes += [
+        (f"wrong base: the angle uses 10000, your output matches base {b:g}", wrong(base=b))
+        for b in (1000.0, 100.0, 100000.0, 10.0)
+    ]
+    shape_hint = "RoPE keeps the shape of x: (..., L, d) in, (..., L, d) out."
+    expected = rope_oracle(x)
+    compare(label, [out], [expected], ("the output",), mistakes, shape_hint, ROPE_HINTS["formula"])
