@@ -45,6 +45,7 @@ from ._checks_more import (
 )
 from ._checks_positional import check_rope
 from ._checks_rnn import check_rnn_step_jacobian
+from ._checks_sampling import check_causal_lm_loss, check_top_k, check_top_p
 from ._checks_self_attention import check_self_attention
 from ._hints import HINTS, MASK_HINTS, SOFTMAX_AXIS
 
@@ -72,6 +73,9 @@ __all__ = [
     "check_greedy_decode",
     "check_cross_attention",
     "check_cross_attention_mask",
+    "check_causal_lm_loss",
+    "check_top_k",
+    "check_top_p",
 ]
 
 
@@ -376,6 +380,9 @@ CHECKS: dict[str, tuple[Callable[[Any], None], tuple[str, ...]]] = {
     "greedy_decode": (check_greedy_decode, ("greedy_decode",)),
     "cross_attention": (check_cross_attention, ("cross_attention_step", "cross_attention")),
     "cross_attention_mask": (check_cross_attention_mask, ("cross_attention_mask",)),
+    "causal_lm_loss": (check_causal_lm_loss, ("causal_lm_loss", "next_token_loss")),
+    "top_k": (check_top_k, ("top_k_filter",)),
+    "top_p": (check_top_p, ("top_p_filter", "nucleus_filter")),
 }
 
 

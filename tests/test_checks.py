@@ -835,3 +835,124 @@ def test_encoder_layer_check_reads_a_blank_exercise_as_not_attempted():
         checks.check_encoder_layer(encoder_layer)
     assert checks.progress({"encoder_layer": encoder_layer})["encoder_layer"][0] == "not attempted"
     assert checks.progress({"encoder_layer": _encoder_layer})["encoder_layer"] == ("pass", "")
+
+
+# --- notebook 10: the causal LM loss, top-k and top-p filters --------------------------------
+
+
+def causal_lm_loss(logits, tokens):
+    V = logits.shape[-1]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1)
+    )
+
+
+def top_k_filter(logits, k):
+    threshold = logits.topk(min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def top_p_filter(logits, p, inclusive=True, keep_top=True, sort=True, scatter=True):
+    values, order = logits.sort(dim=-1, descending=True)
+    if not sort:
+        values, order = logits, torch.arange(logits.shape[-1]).expand_as(logits)
+    probs = values.softmax(dim=-1)
+    keep = (probs.cumsum(-1) - probs < p) if inclusive else (probs.cumsum(-1) <= p)
+    if keep_top:
+        keep[..., 0] = True
+    if not scatter:
+        return values.masked_fill(~keep, float("-inf"))
+    keep = torch.zeros_like(keep).scatter(-1, order, keep)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+@pytest.mark.parametrize(
+    ("check", "fn", "name"),
+    [
+        ("check_causal_lm_loss", causal_lm_loss, "causal_lm_loss"),
+        ("check_top_k", top_k_filter, "top_k"),
+        ("check_top_p", top_p_filter, "top_p"),
+    ],
+)
+def test_sampling_checks_accept_a_right_answer_with_one_line(check, fn, name, capsys):
+    getattr(checks, check)(fn)
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"✓ {name}: all ") and "\n" not in out
+
+
+def _ce(logits, tokens, **kw):
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), **kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda x, t: _ce(x, t), "no shift"),
+        (lambda x, t: _ce(x[:, 1:], t[:, :-1]), "the wrong way"),
+        (lambda x, t: _ce(x[:, :-2], t[:, 2:]), "off by two"),
+        (lambda x, t: _ce(x[:, :-1], t[:, 1:], reduction="sum"), "the sum"),
+        (lambda x, t: torch.nn.functional.cross_entropy(x[:, :-1], t[:, 1:]), "flatten them"),
+        (lambda x, t: _ce(x[:, :-1], t[:, 1:]).reshape(1, 1).expand(2, 1), "one number"),
+    ],
+)
+def test_causal_lm_loss_mistakes_are_named(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_causal_lm_loss(wrong)
+
+
+def _keep_k(x, k, op):
+    return x.masked_fill(op(x, x.topk(min(k, x.shape[-1]), dim=-1).values[..., -1:]), float("-inf"))
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda x, k: torch.where(_keep_k(-x, k, torch.lt).isinf(), float("-inf"), x), "smallest"),
+        (lambda x, k: torch.where(top_k_filter(x, k).isinf(), 0.0, x), "set them to float"),
+        (lambda x, k: top_k_filter(x, k).softmax(dim=-1), "returned probabilities"),
+        (lambda x, k: _keep_k(x, k, torch.le), "k - 1"),
+        (lambda x, k: top_k_filter(x, k + 1), "k \\+ 1"),
+        (
+            lambda x, k: x.masked_fill(x < x.topk(k, dim=-1).values[..., -1:], float("-inf")),
+            "k > V",
+        ),
+        (lambda x, k: top_k_filter(x.log_softmax(dim=-1), k), "unchanged"),
+    ],
+)
+def test_top_k_mistakes_are_named(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_top_k(wrong)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda x, p: top_p_filter(x, p, inclusive=False), "pushes the mass past p"),
+        (lambda x, p: top_p_filter(x, p, inclusive=False, keep_top=False), "past p|keep the top"),
+        (lambda x, p: top_p_filter(x, p, sort=False), "vocabulary order: sort"),
+        (lambda x, p: top_p_filter(x, p, scatter=False), "in sorted order"),
+        (lambda x, p: torch.where(top_p_filter(x, p).isinf(), 0.0, x), "set them to float"),
+        (lambda x, p: top_p_filter(x, p).softmax(dim=-1), "returned probabilities"),
+    ],
+)
+def test_top_p_mistakes_are_named(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_top_p(wrong)
+
+
+def test_sampling_checks_refuse_the_course_lib_filters_and_read_blanks_as_not_attempted():
+    from course_lib import sampling  # looked up at call time, as a notebook's globals are
+
+    with pytest.raises(AssertionError, match="course_lib.sampling.top_k_filter"):
+        checks.check_top_k(lambda x, k: sampling.top_k_filter(x, k))
+    with pytest.raises(AssertionError, match="course_lib.sampling.filter_logits"):
+        checks.check_top_p(lambda x, p: sampling.filter_logits(x, top_p=p))
+
+    def blank(*args):
+        raise NotImplementedError
+
+    for check in (checks.check_causal_lm_loss, checks.check_top_k, checks.check_top_p):
+        with pytest.raises(AssertionError, match="Exercise not attempted yet"):
+            check(blank)
