@@ -41,11 +41,23 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "rope_angles",
         "RotaryEmbedding",
     ),
+    "course_lib.sampling": (
+        "top_k_filter",
+        "top_p_filter",
+        "filter_logits",
+        "next_token_probs",
+        "sample_next",
+    ),
     "course_lib.rnn": (
         "rnn_cell_step",
         "rnn_step_jacobian",
         "AdditiveAttention",
         "DotAttention",
+    ),
+    "course_lib.efficient": (
+        "online_softmax_step",
+        "online_softmax_forward",
+        "online_softmax_attention",
     ),
 }
 

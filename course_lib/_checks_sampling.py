@@ -1,0 +1,319 @@
+"""The checks for notebook 10: the causal language-model loss, top-k and top-p (nucleus) filters.
+
+Public through `course_lib.checks`; see that module for how a check works. The expected values
+are computed here with plain loops and `F.cross_entropy`, never with `course_lib.sampling`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ._checking import (
+    as_tensors,
+    call_learner,
+    case_label,
+    compare,
+    isolated,
+    passed,
+    randn,
+    require_callable,
+)
+
+NEG_INF = float("-inf")
+
+SAMPLING_HINTS = {
+    # the causal LM loss
+    "lm_error": "logits are (B, T, V) and tokens (B, T). Position t predicts token t + 1: take "
+    "logits[:, :-1] and tokens[:, 1:], then flatten them to (B*(T-1), V) and (B*(T-1),) for "
+    "F.cross_entropy (it wants the classes on axis 1, so a 3-D (B, T, V) input fails)",
+    "lm_scalar": "return one number, the mean over all predicted positions (a 0-d tensor)",
+    "lm_no_shift": "no shift: you scored position t against token t itself. The logits at "
+    "position t are the model's guess for the *next* token, t + 1: compare logits[:, :-1] with "
+    "tokens[:, 1:]. (Without the shift the model only learns to copy its input.)",
+    "lm_wrong_way": "shifted the wrong way: you compared logits[:, 1:] with tokens[:, :-1], "
+    "so each position predicts the token *before* it. Use logits[:, :-1] with tokens[:, 1:]",
+    "lm_two": "off by two: position t predicts token t + 1, not t + 2; drop one position from "
+    "each side (logits[:, :-1], tokens[:, 1:])",
+    "lm_sum": "you returned the sum over positions; return the mean",
+    "lm_softmax_axis": "log-softmax over the wrong axis: the probabilities are over the "
+    "vocabulary, the last axis (dim=-1)",
+    "lm_steps": "loss = mean over b and t < T-1 of -log softmax(logits[b, t])[tokens[b, t + 1]], "
+    "i.e. F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1)).",
+    # top-k
+    "k_error": "torch.topk(logits, k, dim=-1) gives the k largest values of each row; the "
+    "smallest of them, values[..., -1:], is a threshold: keep logits >= it, set the rest to "
+    "float('-inf') with masked_fill or torch.where",
+    "k_smallest": "you kept the k *smallest* logits: keep the k largest (torch.topk's default)",
+    "k_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0 "
+    "after the softmax: set them to float('-inf')",
+    "k_probs": "you returned probabilities; return *logits* (same shape), with the removed "
+    "ones set to float('-inf'), so the softmax can be taken afterwards",
+    "k_plus_one": "off by one: you kept k + 1 tokens; the threshold is the k-th largest "
+    "value, values[..., k-1] (values[..., -1:] of topk(k)), and ties aside exactly k survive",
+    "k_minus_one": "off by one: you kept k - 1 tokens; keep every logit >= the k-th largest "
+    "(use >=, not >)",
+    "k_axis": "top-k over the wrong axis: each row (the last axis, the vocabulary) keeps its "
+    "own k largest logits; use dim=-1",
+    "k_all": "k may be >= V (the vocabulary size): then every token is kept; torch.topk fails "
+    "for k > V, so use min(k, V)",
+    "k_changed": "the kept logits must be unchanged (no softmax, no shift, no temperature): "
+    "only the removed ones become -inf",
+    "k_steps": "Keep logits[..., v] if it is among the k largest of its row, else -inf.",
+    # top-p
+    "p_error": "sort the probabilities of each row in decreasing order (torch.sort(..., "
+    "descending=True) also gives the order), take the cumulative sum, decide which sorted "
+    "positions to keep, then put the decision back in vocabulary order with scatter",
+    "p_exclusive": "you dropped the token that pushes the mass past p: the nucleus is the "
+    "*smallest set whose mass is >= p*, so it includes that token. Keep a token when the mass "
+    "of the tokens before it is still < p (cumsum - probs < p)",
+    "p_empty": "a row lost every token: when the most likely token alone has probability >= p, "
+    "the nucleus is that one token; always keep the top token",
+    "p_unsorted": "you took the cumulative sum in vocabulary order: sort the probabilities "
+    "in decreasing order first (the nucleus is the most likely tokens)",
+    "p_ascending": "sorted in increasing order: the nucleus holds the most likely tokens, so "
+    "sort with descending=True",
+    "p_not_scattered": "the result is in sorted order: put the keep/remove decision back in "
+    "vocabulary order (mask.scatter(-1, order, keep_sorted)) before filtering the logits",
+    "p_logits_cumsum": "you summed logits, not probabilities: apply softmax first; the "
+    "threshold p is a probability mass",
+    "p_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0: "
+    "set them to float('-inf')",
+    "p_probs": "you returned probabilities; return *logits* (same shape), the removed ones set "
+    "to float('-inf')",
+    "p_steps": "Keep the most likely tokens, in order, until their total probability reaches "
+    "p (the token that reaches it included); set every other logit to -inf.",
+}
+H = SAMPLING_HINTS
+
+# ----------------------------------------------------------------------------- the causal LM loss
+
+
+def _lm_loss(logits, tokens, shift: int = 1, reduce: str = "mean", dim: int = -1):
+    """The shifted cross-entropy in float64; `shift` -1 is the wrong way, 0 none, 2 two."""
+    x, t = logits.double(), tokens
+    if shift == 0:
+        pass
+    elif shift > 0:
+        x, t = x[:, :-shift], t[:, shift:]
+    else:
+        x, t = x[:, -shift:], t[:, :shift]
+    logp = x.log_softmax(dim=dim)
+    nll = -logp.gather(-1, t[..., None])[..., 0]  # (B, T')
+    return (nll.sum() if reduce == "sum" else nll.mean()).float()
+
+
+@isolated
+def check_causal_lm_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check fn(logits (B, T, V), tokens (B, T)) -> the mean next-token cross-entropy.
+
+    The logits come from running the model on `tokens`, so logits[:, t] predicts tokens[:, t+1];
+    the last position has nothing to predict. Compared with F.cross_entropy on shifted copies.
+    """
+    name = "causal_lm_loss"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(21)
+    cases = [("B=2, T=6, V=7", 2, 6, 7), ("B=3, T=4, V=11", 3, 4, 11), ("B=1, T=9, V=5", 1, 9, 5)]
+    for i, (desc, B, T, V) in enumerate(cases, 1):
+        logits = randn(g, B, T, V) * 2.0
+        tokens = torch.randint(0, V, (B, T), generator=g)
+        _lm_case(fn, case_label(name, i, len(cases), desc), logits, tokens)
+    passed(name, len(cases))
+
+
+def _lm_case(fn, label: str, logits: torch.Tensor, tokens: torch.Tensor) -> None:
+    """One loss case: call, check it is a scalar, compare, diagnose."""
+    result = call_learner(fn, label, (logits, tokens), H["lm_error"])
+    (loss,) = as_tensors(result, label, ("the loss",), H["lm_scalar"])
+    if loss.numel() != 1:
+        raise AssertionError(f"{label}: the loss has shape {tuple(loss.shape)}; {H['lm_scalar']}")
+    V = logits.shape[-1]
+    expected = F.cross_entropy(
+        logits[:, :-1].double().reshape(-1, V), tokens[:, 1:].reshape(-1)
+    ).float()
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _lm_loss(logits, tokens, **knobs)
+
+    mistakes = [
+        (H["lm_no_shift"], wrong(shift=0)),
+        (H["lm_wrong_way"], wrong(shift=-1)),
+        (H["lm_two"], wrong(shift=2)),
+        (H["lm_sum"], wrong(reduce="sum")),
+        (H["lm_softmax_axis"], wrong(dim=1)),
+        (H["lm_softmax_axis"], wrong(dim=0)),
+        (H["lm_no_shift"] + " (and the sum, not the mean)", wrong(shift=0, reduce="sum")),
+    ]
+    compare(label, [loss.reshape(())], [expected], ("the loss",), mistakes, "", H["lm_steps"])
+
+
+# ----------------------------------------------------------------------------- top-k
+
+
+def _keep(logits: torch.Tensor, keep: torch.Tensor, fill: float = NEG_INF) -> torch.Tensor:
+    """logits where keep is True, `fill` elsewhere."""
+    return torch.where(keep, logits, torch.full_like(logits, fill))
+
+
+def _top_k_oracle(
+    logits: torch.Tensor, k: int, largest: bool = True, extra: int = 0
+) -> torch.Tensor:
+    """Row by row: keep the k (+ extra) largest (or smallest) entries, -inf elsewhere."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    n = min(max(k + extra, 0), flat.shape[-1])
+    for r, row in enumerate(flat.tolist()):
+        ranked = sorted(range(len(row)), key=lambda j: row[j], reverse=largest)
+        for j in ranked[:n]:
+            keep[r, j] = True
+    return _keep(flat, keep).reshape(logits.shape), keep.reshape(logits.shape)
+
+
+def _random_rows(g: torch.Generator, *shape: int) -> torch.Tensor:
+    """Distinct random logits (no ties, so the kept set is unambiguous)."""
+    return randn(g, *shape) * 2.0
+
+
+@isolated
+def check_top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+    """Check fn(logits (..., V), k) -> logits with all but the k largest of each row set to -inf."""
+    name = "top_k"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(22)
+    cases = [
+        ("logits (3, 10), k=3", (3, 10), 3),
+        ("logits (2, 4, 12), k=5: any leading axes", (2, 4, 12), 5),
+        ("logits (2, 8), k=1: greedy", (2, 8), 1),
+        ("logits (2, 6), k=6 = V: keep all", (2, 6), 6),
+        ("logits (1, 5), k=9 > V: keep all", (1, 5), 9),
+    ]
+    for i, (desc, shape, k) in enumerate(cases, 1):
+        _top_k_case(fn, case_label(name, i, len(cases), desc), _random_rows(g, *shape), k)
+    passed(name, len(cases))
+
+
+def _top_k_case(fn, label: str, logits: torch.Tensor, k: int) -> None:
+    """One top-k case."""
+    V = logits.shape[-1]
+    hint = H["k_all"] if k > V else H["k_error"]
+    (out,) = as_tensors(call_learner(fn, label, (logits, k), hint), label, ("the output",))
+    expected, keep = _top_k_oracle(logits, k)
+    mistakes = [
+        (H["k_smallest"], lambda: _top_k_oracle(logits, k, largest=False)[0]),
+        (H["k_zero"], lambda: _keep(logits, keep, 0.0)),
+        (H["k_probs"], lambda: expected.softmax(dim=-1)),
+        (H["k_plus_one"], lambda: _top_k_oracle(logits, k, extra=1)[0]),
+        (H["k_minus_one"], lambda: _top_k_oracle(logits, k, extra=-1)[0]),
+        (H["k_changed"], lambda: _keep(logits.log_softmax(dim=-1), keep)),
+        (H["k_changed"], lambda: _keep(logits - logits.amax(dim=-1, keepdim=True), keep)),
+    ]
+    if logits.dim() == 2 and k <= logits.shape[0]:  # top-k down the batch axis instead
+        t = _top_k_oracle(logits.T.contiguous(), k)[0].T
+        mistakes.append((H["k_axis"], lambda: t))
+    compare(
+        label,
+        [out],
+        [expected],
+        ("the output",),
+        mistakes,
+        "The output has the shape of the logits.",
+        H["k_steps"],
+    )
+
+
+# ----------------------------------------------------------------------------- top-p
+
+
+def _top_p_oracle(
+    logits: torch.Tensor,
+    p: float,
+    inclusive: bool = True,
+    keep_top: bool = True,
+    order: str = "desc",
+    on: str = "probs",
+    scatter: bool = True,
+    fill: float = NEG_INF,
+) -> torch.Tensor:
+    """Row by row in float64: walk the tokens from most to least likely until the mass is >= p."""
+    flat = logits.reshape(-1, logits.shape[-1]).double()
+    out = []
+    for row in flat:
+        probs = row.softmax(dim=-1)
+        values = probs if on == "probs" else row
+        if order == "vocab":
+            ranked = list(range(len(row)))
+        else:
+            ranked = sorted(
+                range(len(row)), key=lambda j: values[j].item(), reverse=order == "desc"
+            )
+        keep = torch.zeros(len(row), dtype=torch.bool)
+        mass = 0.0
+        for n, j in enumerate(ranked):
+            before = mass
+            mass += values[j].item()
+            if (before < p) if inclusive else (mass <= p):
+                keep[j] = True
+            elif n == 0 and keep_top:
+                keep[j] = True
+        result = _keep(row.float(), keep, fill)
+        if not scatter:  # the decision left in sorted order
+            result = _keep(row[ranked].float(), keep[ranked], fill)
+        out.append(result)
+    return torch.stack(out).reshape(logits.shape)
+
+
+@isolated
+def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
+    """Check fn(logits (..., V), p) -> logits outside the nucleus set to -inf.
+
+    The nucleus is the smallest set of most likely tokens whose probability is >= p.
+    """
+    name = "top_p"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(23)
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3], [0.25, 0.25, 0.4, 0.1]])
+    cases = [
+        ("probabilities [.05 .5 .15 .3] and [.25 .25 .4 .1], p=0.7", probs.log(), 0.7),
+        ("logits (3, 10), p=0.9", _random_rows(g, 3, 10), 0.9),
+        ("logits (2, 3, 8), p=0.5: any leading axes", _random_rows(g, 2, 3, 8), 0.5),
+        ("a confident row, p=0.3: only the top token", torch.tensor([[4.0, 1.0, 0.5, 0.0]]), 0.3),
+        ("logits (2, 6), p=1.0: keep all", _random_rows(g, 2, 6), 1.0),
+    ]
+    for i, (desc, logits, p) in enumerate(cases, 1):
+        _top_p_case(fn, case_label(name, i, len(cases), desc), logits, p)
+    passed(name, len(cases))
+
+
+def _top_p_case(fn, label: str, logits: torch.Tensor, p: float) -> None:
+    """One top-p case."""
+    (out,) = as_tensors(call_learner(fn, label, (logits, p), H["p_error"]), label, ("the output",))
+    expected = _top_p_oracle(logits, p)
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _top_p_oracle(logits, p, **knobs)
+
+    mistakes = [
+        (H["p_exclusive"], wrong(inclusive=False)),
+        (H["p_empty"], wrong(inclusive=False, keep_top=False)),
+        (H["p_unsorted"], wrong(order="vocab")),
+        (H["p_ascending"], wrong(order="asc")),
+        (H["p_not_scattered"], wrong(scatter=False)),
+        (H["p_logits_cumsum"], wrong(on="logits")),
+        (H["p_zero"], wrong(fill=0.0)),
+        (H["p_probs"], lambda: expected.softmax(dim=-1)),
+    ]
+    compare(
+        label,
+        [out],
+        [expected],
+        ("the output",),
+        mistakes,
+        "The output has the shape of the logits.",
+        H["p_steps"],
+    )
+
+
+__all__ = ["SAMPLING_HINTS", "check_causal_lm_loss", "check_top_k", "check_top_p"]
