@@ -10,12 +10,19 @@ STAMP := $(VENV)/.installed
 PORT ?= 8888
 export MPLBACKEND := agg
 
-.PHONY: lab test unit notebooks lint format clean help
+GRADE_TIMEOUT ?= 120
+STORY_TIMEOUT ?= 1200
+NPROC ?= 2
+STEPS ?= 800
+BROWSER_TIMEOUT ?= 600
+BROWSER_STAMP := $(VENV)/.browser-installed
+
+.PHONY: lab test unit notebooks lint format clean help student grade slides rise test-browser train-ddp
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
@@ -25,16 +32,18 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)  ## create .venv and install the course (idempotent)
 
+# `env -u MPLBACKEND`: the agg exported above is for tests; the lab's kernels need inline figures.
 lab: $(STAMP)  ## open the course in JupyterLab at the welcome notebook
-	$(VENV)/bin/jupyter lab --port=$(PORT) notebooks/00_welcome.ipynb
+	env -u MPLBACKEND $(VENV)/bin/jupyter lab --port=$(PORT) notebooks/00_welcome.ipynb
 
 test: $(STAMP)  ## run every test: lint, unit tests, then every notebook under nbval
-	$(VENV)/bin/ruff check course_lib tests benchmarks
+	$(VENV)/bin/ruff check course_lib tests benchmarks grading
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15 -q $(PYTEST_ARGS)
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15 -q $(PYTEST_ARGS); \
+	rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; exit $$rc
 
-unit: $(STAMP)  ## unit tests of course_lib only (fast)
-	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+unit: $(STAMP)  ## unit tests of course_lib only (fast; `make test` also runs tests/test_grading.py)
+	$(PY) -m pytest tests -q --ignore=tests/test_grading.py $(PYTEST_ARGS)
 
 notebooks: $(STAMP)  ## every notebook under nbval only
 	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env \
@@ -42,11 +51,43 @@ notebooks: $(STAMP)  ## every notebook under nbval only
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check course_lib tests benchmarks
+	$(VENV)/bin/ruff format --check course_lib tests benchmarks grading
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
-	$(VENV)/bin/ruff format course_lib tests benchmarks
+	$(VENV)/bin/ruff format course_lib tests benchmarks grading
+
+student: $(STAMP)  ## student notebooks (nbgrader: no solutions, hidden tests or outputs) in build/student/
+	$(PY) -m grading.grade student
+
+grade: $(STAMP)  ## autograde SUBMISSIONS=dir (dir/<student>/<notebook>.ipynb): build/grading/grades.csv + feedback
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/folder (one folder per student)" >&2; exit 2; }
+	$(PY) -m grading.grade grade "$(SUBMISSIONS)" --timeout $(GRADE_TIMEOUT) --story-timeout $(STORY_TIMEOUT)
+
+slides: $(STAMP)  ## offline reveal.js decks of every notebook in build/slides/ (open index.html)
+	$(PY) tools/build_slides.py $(SLIDES_ARGS)
+
+rise: $(STAMP)  ## install RISE (present live in JupyterLab: Alt+R) with offline lecture defaults
+	$(PY) -m pip install --quiet -e ".[lecture]"
+	$(PY) tools/rise_settings.py
+
+$(BROWSER_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[browser,lecture]"
+	$(PY) tools/rise_settings.py
+	@touch $(BROWSER_STAMP)
+
+test-browser: $(BROWSER_STAMP) slides  ## widgets, RISE and the offline decks checked in Chromium (about 2 min)
+	@command -v chromium >/dev/null || test -n "$(CHROMIUM)" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium (apt-get) ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "test-browser needs Chromium: sudo apt-get install chromium, or CHROMIUM=/path/to/chrome" >&2; exit 1; fi; }
+	CHROMIUM="$(CHROMIUM)" $(if $(shell command -v timeout),timeout $(BROWSER_TIMEOUT)) \
+		$(PY) -m pytest tests/browser -q --durations=5 $(PYTEST_ARGS)
+
+train-ddp: $(STAMP)  ## torchrun + DDP: the date recipe on NPROC=2 processes for STEPS=800 -> checkpoints/date_transformer_ddp.pt
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) \
+		-m course_lib.train --task dates --steps $(STEPS) --out checkpoints/date_transformer_ddp.pt $(TRAIN_ARGS)
 
 clean:  ## remove build outputs and checkpoints (keeps .venv)
 	rm -rf build checkpoints .pytest_cache

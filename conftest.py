@@ -13,3 +13,12 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/browser (Chromium + JupyterLab, about a minute) runs only when named on the
+    command line, as `make test-browser` does; `make test` and a plain `pytest` leave it out."""
+    if collection_path.name == "browser" and collection_path.parent.name == "tests":
+        named = any("tests/browser" in str(arg) for arg in config.args)
+        return None if named else True
+    return None

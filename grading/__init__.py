@@ -1,0 +1,1 @@
+"""Student notebooks and autograding with nbgrader (`make student`, `make grade`): see grade.py."""

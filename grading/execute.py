@@ -1,0 +1,168 @@
+"""nbgrader's Execute preprocessor with guards, so one bad cell costs only its own points.
+
+nbgrader already records an exception in a cell and goes on (allow_errors), and interrupts a
+cell that runs past `Execute.timeout`. Two cases still lose a whole notebook or hang:
+
+- output that floods in (an endless `print` loop) is all kept in memory until the cell ends;
+  here each cell keeps at most `max_output_chars` characters of printed text, and a single
+  result or display whose text is longer is cut to that length;
+- a kernel that dies (`exit()`, `os._exit`, a crash, out of memory) or ignores the interrupt
+  (a bare `except:` around an endless loop) stops the notebook. Here the cell gets an error,
+  the kernel is restarted, the cells before it are run again quietly to rebuild their state,
+  and the notebook goes on. After `max_restarts` restarts, every cell left gets an error.
+"""
+
+from __future__ import annotations
+
+import copy
+from queue import Empty
+from time import monotonic
+
+from nbclient.exceptions import DeadKernelError
+from nbclient.util import run_sync
+from nbformat.v4 import new_output
+from nbgrader.preprocessors import Execute
+from nbgrader.utils import is_grade, is_solution
+from traitlets import Integer
+
+TRUNCATED = "\n... output truncated by the grader: more than {n:,} characters ...\n"
+
+
+def _error(ename: str, evalue: str) -> dict:
+    """An error output, which makes a graded cell score 0."""
+    return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+class GuardedExecute(Execute):
+    """Execute with bounded output and recovery from a dead or unresponsive kernel.
+
+    Exercise cells (nbgrader solution and grade cells) run learner code and get `timeout`
+    seconds; the other cells, the course's story (training runs included), get `story_timeout`.
+    """
+
+    story_timeout = Integer(
+        1200, help="Seconds a cell that is not an exercise or check cell may run."
+    ).tag(config=True)
+
+    max_output_chars = Integer(
+        100_000, help="Text output kept per cell while it runs; the rest is dropped."
+    ).tag(config=True)
+
+    interrupt_grace = Integer(
+        10, help="Seconds a timed-out cell's kernel has to answer after the interrupt."
+    ).tag(config=True)
+
+    max_restarts = Integer(2, help="Kernel restarts per notebook before giving up.").tag(
+        config=True
+    )
+
+    def preprocess(self, nb, resources=None, km=None):
+        """Run the notebook, tracking text output, cells run, and kernel restarts."""
+        self._chars: dict[int, int] = {}
+        self._ran: list[int] = []
+        self._exited: set[int] = set()
+        self._restarts = 0
+        self._gave_up = False
+        return super().preprocess(nb, resources, km)
+
+    def preprocess_cell(self, cell, resources, index):
+        """Run one cell; on a dead or stuck kernel, record it, restart and go on."""
+        if cell.cell_type != "code" or not cell.source.strip():
+            return super().preprocess_cell(cell, resources, index)
+        if self._gave_up:
+            cell.outputs = [_error("NotRun", "not run: the kernel died earlier in this notebook")]
+            return cell, self.resources
+        try:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            cell.outputs.append(
+                _error(
+                    "KernelDied",
+                    "the kernel died while running this cell (exit(), os._exit, a crash or "
+                    "running out of memory?)",
+                )
+            )
+            self._recover()
+            return cell, self.resources
+        if index in self._exited:  # exit() ends the kernel once the cell's reply is sent
+            self._recover()
+            return cell, self.resources
+        timed_out = any(
+            o.output_type == "error" and o.ename == "CellTimeoutError" for o in cell.outputs
+        )
+        if timed_out and not self._responsive():
+            cell.outputs.append(
+                _error("KernelUnresponsive", "the kernel ignored the interrupt and was restarted")
+            )
+            self._recover()
+            return cell, self.resources
+        if not timed_out:  # cells to rerun after a restart
+            self._ran.append(index)
+        return cell, resources
+
+    def on_cell_executed(self, **kwargs):
+        """nbgrader's bookkeeping, plus: a cell that called exit() gets an error."""
+        super().on_cell_executed(**kwargs)
+        payload = kwargs["execute_reply"].get("content", {}).get("payload", [])
+        if any(p.get("source") == "ask_exit" for p in payload):
+            self._exited.add(kwargs["cell_index"])
+            kwargs["cell"].outputs.append(
+                _error("KernelExit", "this cell called exit() or quit(), which stops the kernel")
+            )
+
+    def _get_timeout(self, cell):
+        """The exercise-cell limit for nbgrader cells, the story limit for the others."""
+        if cell is not None and not (is_solution(cell) or is_grade(cell)):
+            return self.story_timeout if self.story_timeout > 0 else None
+        return super()._get_timeout(cell)
+
+    def output(self, outs, msg, display_id, cell_index):
+        """Keep at most max_output_chars of printed text per cell, and of any one result."""
+        content, limit = msg.get("content", {}), self.max_output_chars
+        if msg["msg_type"] == "stream":
+            text = content.get("text", "")
+            used = self._chars.get(cell_index, 0)
+            self._chars[cell_index] = used + len(text)
+            if used >= limit:
+                return None
+            if used + len(text) > limit:
+                msg = copy.deepcopy(msg)
+                msg["content"]["text"] = text[: limit - used] + TRUNCATED.format(n=limit)
+        else:
+            text = content.get("data", {}).get("text/plain")
+            if isinstance(text, str) and len(text) > limit:
+                msg = copy.deepcopy(msg)
+                msg["content"]["data"] = {"text/plain": text[:limit] + TRUNCATED.format(n=limit)}
+        return super().output(outs, msg, display_id, cell_index)
+
+    def _responsive(self) -> bool:
+        """True if the kernel answers a kernel_info request within interrupt_grace seconds."""
+        msg_id = self.kc.kernel_info()
+        deadline = monotonic() + self.interrupt_grace
+        while (left := deadline - monotonic()) > 0:
+            try:
+                msg = run_sync(self.kc.shell_channel.get_msg)(timeout=left)
+            except Empty:
+                return False
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return True
+        return False
+
+    def _recover(self) -> None:
+        """Restart the kernel and rerun the cells that ran before, keeping their outputs."""
+        if self._restarts >= self.max_restarts:
+            self._gave_up = True
+            return
+        self._restarts += 1
+        self.log.warning("Restarting the kernel and rerunning %d cells", len(self._ran))
+        self.kc.stop_channels()
+        run_sync(self.km.restart_kernel)(now=True)
+        self.kc = None
+        self.start_new_kernel_client()
+        for i in self._ran:
+            scratch = copy.deepcopy(self.nb.cells[i])
+            try:
+                self.execute_cell(scratch, i, store_history=True)
+            except DeadKernelError:
+                self._gave_up = True
+                return

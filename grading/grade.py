@@ -1,0 +1,324 @@
+"""Student notebooks and autograding for the course, with nbgrader.
+
+    python -m grading.grade student             # build/student/: the notebooks learners get
+    python -m grading.grade grade SUBMISSIONS   # autograde SUBMISSIONS/<student>/<notebook>.ipynb
+
+Every notebook in notebooks/ that has nbgrader cells is one nbgrader assignment whose id is the
+notebook's name (03_self_attention), so a crash in one notebook cannot cost the scores of another.
+nbgrader's course directory is build/grading/: `source/` is copied from notebooks/ at every run,
+`release/` is what `generate_assignment` makes of it, then `submitted/`, `autograded/`,
+`feedback/`, the gradebook and grades.csv. Notebooks without exercises go to build/student/ with
+their outputs cleared. Configuration: grading/nbgrader_config.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.converters import Autograde, GenerateAssignment, GenerateFeedback
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.utils import capture_log, is_grade, is_solution, is_task
+from sqlalchemy.exc import SAWarning
+from traitlets.config import Config, PyFileConfigLoader
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+COURSE = ROOT / "build" / "grading"
+STUDENT = ROOT / "build" / "student"
+CONFIG = Path(__file__).resolve().with_name("nbgrader_config.py")
+CSV_COLUMNS = ("student", "notebook", "grade_id", "points", "max_points", "status")
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+
+
+def has_exercises(path: Path) -> bool:
+    """True if the notebook has nbgrader solution, grade or task cells."""
+    nb = nbformat.read(path, as_version=4)
+    return any(is_solution(c) or is_grade(c) or is_task(c) for c in nb.cells)
+
+
+def course_notebooks(notebooks: Path = NOTEBOOKS) -> tuple[list[Path], list[Path]]:
+    """(notebooks with exercises, notebooks without), each sorted by name."""
+    paths = sorted(notebooks.glob("*.ipynb"))
+    graded = [p for p in paths if has_exercises(p)]
+    return graded, [p for p in paths if p not in graded]
+
+
+def load_config(
+    course: Path, timeout: int | None = None, story_timeout: int | None = None
+) -> Config:
+    """grading/nbgrader_config.py, pointed at `course`, with optional per-cell time limits."""
+    # nbgrader runs the `alembic` command when it creates a gradebook: use this environment's.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    config = PyFileConfigLoader(CONFIG.name, path=str(CONFIG.parent)).load_config()
+    config.CourseDirectory.root = str(course)
+    if timeout is not None:
+        config.Execute.timeout = timeout
+    if story_timeout is not None:
+        config.GuardedExecute.story_timeout = story_timeout
+    return config
+
+
+def _nbgrader(converter: type, config: Config, **coursedir: str) -> dict:
+    """Run one nbgrader converter in this process; {'success': bool, 'log': str, ...}."""
+    app = converter(coursedir=CourseDirectory(config=config, **coursedir), config=config)
+    app.force = True  # rebuild / regrade what is already there
+    if isinstance(app, GenerateAssignment):
+        app.create_assignment = True  # record the assignment in the gradebook
+    with warnings.catch_warnings():  # nbgrader's own SQLAlchemy usage, harmless
+        warnings.simplefilter("ignore", SAWarning)
+        return capture_log(app)
+
+
+def _write_course_config(course: Path) -> None:
+    """A nbgrader_config.py in the course directory, so nbgrader can be run there by hand."""
+    (course / "nbgrader_config.py").write_text(
+        "# Written by grading/grade.py: the course's configuration lives in the repository.\n"
+        f"load_subconfig({str(CONFIG)!r})  # noqa: F821\n"
+        f"get_config().CourseDirectory.root = {str(course)!r}  # noqa: F821\n"
+    )
+
+
+def build_student(
+    notebooks: Path = NOTEBOOKS, course: Path = COURSE, out: Path = STUDENT
+) -> list[str]:
+    """Generate every assignment with nbgrader and gather the student notebooks in `out`.
+
+    Returns the assignment ids (names of the notebooks with exercises).
+    """
+    graded, plain = course_notebooks(notebooks)
+    course.mkdir(parents=True, exist_ok=True)
+    _write_course_config(course)
+    config = load_config(course)
+    for sub in ("source", "release"):
+        shutil.rmtree(course / sub, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    assignments = []
+    for path in graded:
+        assignment = path.stem
+        (course / "source" / assignment).mkdir(parents=True)
+        shutil.copy2(path, course / "source" / assignment / path.name)
+        result = _nbgrader(GenerateAssignment, config, assignment_id=assignment)
+        if not result["success"]:
+            raise RuntimeError(
+                f"nbgrader generate_assignment {assignment} failed:\n{result['log']}"
+            )
+        shutil.copy2(course / "release" / assignment / path.name, out / path.name)
+        assignments.append(assignment)
+    for path in plain:  # no exercises: the same notebook, outputs cleared
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        nbformat.write(nb, out / path.name)
+    return assignments
+
+
+@dataclass
+class Submission:
+    student: str
+    notebook: str  # = assignment id
+    path: Path
+
+
+def find_submissions(folder: Path, assignments: list[str]) -> tuple[list[Submission], list[str]]:
+    """Submissions in folder/<student_id>/<notebook>.ipynb, and a warning for everything else."""
+    found: list[Submission] = []
+    warnings: list[str] = []
+    if not folder.is_dir():
+        raise SystemExit(
+            f"{folder} is not a folder of submissions (expected <student>/<notebook>.ipynb)"
+        )
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            warnings.append(f"ignored {entry}: expected one folder per student")
+            continue
+        if not STUDENT_ID.match(entry.name):
+            warnings.append(f"ignored {entry}: a student id uses letters, digits and _ . @ -")
+            continue
+        for nb in sorted(entry.iterdir()):
+            if nb.suffix == ".ipynb" and nb.stem in assignments:
+                found.append(Submission(entry.name, nb.stem, nb))
+            elif not nb.name.startswith(".") and nb.suffix == ".ipynb":
+                warnings.append(f"ignored {nb}: not a course notebook with exercises")
+            elif not nb.name.startswith("."):
+                warnings.append(f"ignored {nb}: not a notebook")
+    return found, warnings
+
+
+def _grade_cells(course: Path, assignment: str) -> list[str]:
+    """grade_ids of the graded cells of an assignment, in notebook order."""
+    nb = nbformat.read(course / "source" / assignment / f"{assignment}.ipynb", as_version=4)
+    return [c.metadata.nbgrader["grade_id"] for c in nb.cells if is_grade(c)]
+
+
+def grade(
+    submissions: Path,
+    notebooks: Path = NOTEBOOKS,
+    course: Path = COURSE,
+    student_out: Path = STUDENT,
+    timeout: int | None = None,
+    story_timeout: int | None = None,
+) -> Path:
+    """Autograde every submission, write the feedback HTML and grades.csv; return the CSV path."""
+    assignments = build_student(notebooks, course, student_out)
+    found, problems = find_submissions(Path(submissions), assignments)
+    for problem in problems:
+        print(f"warning: {problem}")
+    students = sorted({s.student for s in found})
+    config = load_config(course, timeout, story_timeout)
+    errors = course / "autograde-errors.log"
+    errors.unlink(missing_ok=True)
+    for student in students:  # a fresh start for everyone in this folder
+        for stage in ("submitted", "autograded", "feedback"):
+            shutil.rmtree(course / stage / student, ignore_errors=True)
+    status: dict[tuple[str, str], str] = {}
+    for sub in found:
+        start = time.perf_counter()
+        dest = course / "submitted" / sub.student / sub.notebook / f"{sub.notebook}.ipynb"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sub.path, dest)
+        ids = {"assignment_id": sub.notebook, "student_id": sub.student}
+        result = _nbgrader(Autograde, config, **ids)
+        if result["success"]:
+            status[sub.student, sub.notebook] = "graded"
+            result = _nbgrader(GenerateFeedback, config, **ids)
+        else:
+            status[sub.student, sub.notebook] = "grading failed"
+        if not result["success"]:
+            with errors.open("a") as f:
+                f.write(
+                    f"== {sub.student} / {sub.notebook}\n{result['log']}\n{result.get('error', '')}\n"
+                )
+        took = time.perf_counter() - start
+        note = "" if result["success"] else f", see {errors.name}"
+        print(
+            f"{sub.student:>12} {sub.notebook:<28} {status[sub.student, sub.notebook]}{note}",
+            end="",
+        )
+        print(f" ({took:.1f} s)")
+    csv_path = course / "grades.csv"
+    rows = _rows(config, assignments, students, status)
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
+    _summary(rows, course)
+    return csv_path
+
+
+def _rows(
+    config: Config, assignments: list[str], students: list[str], status: dict[tuple[str, str], str]
+) -> list[tuple]:
+    """One row per (student, notebook, graded cell), from the gradebook."""
+    rows = []
+    coursedir = CourseDirectory(config=config)
+    course = Path(coursedir.root)
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        for student in students:
+            for assignment in assignments:
+                state = status.get((student, assignment), "not submitted")
+                for grade_id in _grade_cells(course, assignment):
+                    cell = gb.find_grade_cell(grade_id, assignment, assignment)
+                    points, row_state = 0.0, state
+                    if state == "graded":
+                        try:
+                            g = gb.find_grade(grade_id, assignment, assignment, student)
+                        except MissingEntry:
+                            g = None
+                        if g is None or g.score is None or g.needs_manual_grade:
+                            points, row_state = "", "needs manual grading"
+                        else:
+                            points = g.score
+                    rows.append(
+                        (
+                            student,
+                            assignment,
+                            grade_id,
+                            _num(points),
+                            _num(cell.max_score),
+                            row_state,
+                        )
+                    )
+    return rows
+
+
+def _num(x: float | str) -> str:
+    """2.0 -> '2', 1.5 -> '1.5', '' stays ''."""
+    return x if isinstance(x, str) else f"{x:g}"
+
+
+def _summary(rows: list[tuple], course: Path) -> None:
+    """Totals per student, then where the files are."""
+    totals: dict[str, list[float]] = {}
+    for student, _, _, points, max_points, _ in rows:
+        t = totals.setdefault(student, [0.0, 0.0])
+        t[0] += float(points or 0)
+        t[1] += float(max_points)
+    for student, (got, most) in totals.items():
+        print(f"{student:>12}: {got:g} / {most:g} points")
+    failed = {(r[0], r[1]) for r in rows if r[5] == "grading failed"}
+    if failed:
+        print(
+            f"{len(failed)} notebook(s) could not be graded (status 'grading failed', 0 points): "
+            f"see {course / 'autograde-errors.log'}"
+        )
+    print(f"scores:   {course / 'grades.csv'}")
+    print(f"feedback: {course / 'feedback'}/<student>/<notebook>/<notebook>.html")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: `student` or `grade SUBMISSIONS`."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help="instructor notebooks")
+    parser.add_argument("--course", type=Path, default=COURSE, help="nbgrader course directory")
+    parser.add_argument("--student-out", type=Path, default=STUDENT, help="student notebooks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("student", help="build the student notebooks")
+    g = commands.add_parser("grade", help="autograde SUBMISSIONS/<student>/<notebook>.ipynb")
+    g.add_argument("submissions", type=Path)
+    g.add_argument("--timeout", type=int, help="seconds per exercise or check cell (120)")
+    g.add_argument("--story-timeout", type=int, help="seconds per other cell (1200)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if args.command == "student":
+        made = build_student(args.notebooks, args.course, args.student_out)
+        n = len(list(args.student_out.glob("*.ipynb")))
+        print(
+            f"{n} student notebooks in {args.student_out} ({len(made)} with exercises: "
+            f"{', '.join(made) or 'none'}) in {time.perf_counter() - start:.1f} s"
+        )
+        return 0
+    csv_path = grade(
+        args.submissions,
+        args.notebooks,
+        args.course,
+        args.student_out,
+        args.timeout,
+        args.story_timeout,
+    )
+    with csv_path.open() as f:
+        graded = [r for r in csv.DictReader(f) if r["status"] != "not submitted"]
+    print(f"autograded in {time.perf_counter() - start:.1f} s")
+    return 1 if graded and all(r["status"] == "grading failed" for r in graded) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
