@@ -1,0 +1,330 @@
+"""Attention without the L x L matrix: the online softmax, tiled attention, and how to measure it.
+
+`online_softmax_step` is one update of the running (max, denominator, output) over a block of
+keys; `online_softmax_attention` folds it over every key block, the idea behind FlashAttention,
+and never holds more than (L_q, block_size) scores. Its backward pass recomputes the blocks
+instead of storing them. `MemoryTracker`, `saved_tensor_bytes` and `measure_attention` count the
+memory attention really uses on any device (the CPU has no `max_memory_allocated`);
+`counting_attention` and `kv_cache_bytes` count what a KV cache saves and costs in generation.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from .attention import scaled_dot_product_attention
+from .utils import fmt_shape
+
+# ----------------------------------------------------------------------------- online softmax
+
+
+def online_softmax_step(
+    m_prev: torch.Tensor,
+    l_prev: torch.Tensor,
+    acc_prev: torch.Tensor,
+    scores_block: torch.Tensor,
+    v_block: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fold one key block into the running state; returns (m_new, l_new, acc_new).
+
+    m, l: (..., L_q, 1) running max and softmax denominator; acc: (..., L_q, d_v) the
+    un-normalised output sum_j exp(s_j - m) v_j; scores_block (..., L_q, B_k) already scaled
+    (and -inf where masked); v_block (..., B_k, d_v). Start from m = -inf, l = acc = 0 and
+    divide acc by l after the last block.
+    """
+    m_new = torch.maximum(m_prev, scores_block.amax(dim=-1, keepdim=True))  # (..., L_q, 1)
+    shift = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # rows seen no key yet
+    p = torch.exp(scores_block - shift)  # (..., L_q, B_k), every entry <= 1
+    alpha = torch.exp(m_prev - shift)  # (..., L_q, 1): the old state was relative to m_prev
+    l_new = l_prev * alpha + p.sum(dim=-1, keepdim=True)
+    acc_new = acc_prev * alpha + p @ v_block  # (..., L_q, d_v)
+    return m_new, l_new, acc_new
+
+
+def _check_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int) -> None:
+    """Raise ValueError unless q, k, v are (..., L, d) tensors that attend together."""
+    if q.dim() < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"expected q (..., L_q, d_k), k (..., L_k, d_k), v (..., L_k, d_v); got q "
+            f"{fmt_shape(q.shape)}, k {fmt_shape(k.shape)}, v {fmt_shape(v.shape)}"
+        )
+    if block_size < 1:
+        raise ValueError(f"block_size must be a positive number of keys, got {block_size}")
+
+
+def _block_scores(q, k_blk, scale: float, causal: bool, q0: int, k0: int) -> torch.Tensor:
+    """Scaled scores of queries q0.. against keys k0..; future keys get -inf when causal."""
+    s = (q @ k_blk.transpose(-2, -1)) * scale  # (..., L_q, B_k)
+    if causal:
+        rows = torch.arange(q0, q0 + q.shape[-2], device=q.device)[:, None]
+        cols = torch.arange(k0, k0 + k_blk.shape[-2], device=q.device)[None, :]
+        s = s.masked_fill(cols > rows, float("-inf"))
+    return s
+
+
+def online_softmax_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int = 64, causal: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention one key block at a time; returns (out (..., L_q, d_v), logsumexp (..., L_q, 1)).
+
+    The largest intermediate is (..., L_q, block_size): the (L_q, L_k) matrix never exists.
+    With causal=True query i sees keys 0..i (queries and keys aligned at position 0).
+    """
+    _check_blocks(q, k, v, block_size)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    lead, L_q, L_k = q.shape[:-2], q.shape[-2], k.shape[-2]
+    m = q.new_full((*lead, L_q, 1), float("-inf"))  # running max of the scores
+    l_sum = q.new_zeros((*lead, L_q, 1))  # running softmax denominator
+    acc = q.new_zeros((*lead, L_q, v.shape[-1]))  # running un-normalised output
+    for k0 in range(0, L_k, block_size):
+        if causal and k0 >= L_q:
+            break  # every later key is in every query's future
+        k_blk, v_blk = k[..., k0 : k0 + block_size, :], v[..., k0 : k0 + block_size, :]
+        s = _block_scores(q, k_blk, scale, causal, 0, k0)  # (..., L_q, B_k)
+        m, l_sum, acc = online_softmax_step(m, l_sum, acc, s, v_blk)
+    out = acc / l_sum.clamp_min(torch.finfo(acc.dtype).tiny)  # rows with no key stay 0
+    return out, m + torch.log(l_sum)
+
+
+class _OnlineAttention(torch.autograd.Function):
+    """Tiled forward; the backward recomputes each block's weights from the saved logsumexp."""
+
+    @staticmethod
+    def forward(ctx: Any, q, k, v, block_size: int, causal: bool) -> torch.Tensor:
+        out, lse = online_softmax_forward(q, k, v, block_size, causal)
+        ctx.save_for_backward(q, k, v, out, lse)  # O(L) memory: no (L_q, L_k) matrix is kept
+        ctx.block_size, ctx.causal = block_size, causal
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, d_out: torch.Tensor):
+        q, k, v, out, lse = ctx.saved_tensors
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        lse = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)  # rows with no key
+        delta = (d_out * out).sum(dim=-1, keepdim=True)  # (..., L_q, 1) = sum_j p_ij dp_ij
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for k0 in range(0, k.shape[-2], ctx.block_size):
+            sl = slice(k0, k0 + ctx.block_size)
+            s = _block_scores(q, k[..., sl, :], scale, ctx.causal, 0, k0)
+            p = torch.exp(s - lse)  # (..., L_q, B_k): this block's attention weights, recomputed
+            dv[..., sl, :] = p.transpose(-2, -1) @ d_out
+            ds = p * (d_out @ v[..., sl, :].transpose(-2, -1) - delta)  # softmax backward
+            dq += (ds @ k[..., sl, :]) * scale
+            dk[..., sl, :] = (ds.transpose(-2, -1) @ q) * scale
+        return dq, dk, dv, None, None
+
+
+def online_softmax_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int = 64, causal: bool = False
+) -> torch.Tensor:
+    """softmax(q kᵀ / √d_k) v computed over key blocks of `block_size`; differentiable.
+
+    q (..., L_q, d_k), k (..., L_k, d_k), v (..., L_k, d_v) -> (..., L_q, d_v); equal to
+    standard attention up to float rounding, with O(L_q * block_size) extra memory.
+    """
+    _check_blocks(q, k, v, block_size)
+    return _OnlineAttention.apply(q, k, v, block_size, causal)
+
+
+# ----------------------------------------------------------------------------- measuring memory
+
+
+def _storages(obj: Any) -> dict[int, int]:
+    """data_ptr -> nbytes of every tensor storage in a (nested) structure."""
+    found = {}
+    for t in tree_flatten(obj)[0]:
+        if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+            s = t.untyped_storage()
+            found[s.data_ptr()] = s.nbytes()
+    return found
+
+
+class MemoryTracker(TorchDispatchMode):
+    """Counts the bytes of every tensor created inside `with MemoryTracker() as mem:`.
+
+    `mem.peak` is the most bytes alive at once, `mem.largest` the largest single tensor,
+    `mem.current` what is still alive. Exact and deterministic on any device (it follows
+    storages as operations create them and Python frees them), but blind to scratch space
+    inside a fused kernel and to memory allocated before the block.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = self.peak = self.largest = 0
+        self._live: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = _storages((args, kwargs))  # views and in-place results are not new memory
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+                continue
+            storage = t.untyped_storage()
+            ptr, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or ptr in inputs or ptr in self._live:
+                continue
+            self._live.add(ptr)
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            self.largest = max(self.largest, nbytes)
+            weakref.finalize(storage, self._freed, ptr, nbytes)
+        return out
+
+    def _freed(self, ptr: int, nbytes: int) -> None:
+        """Called when a tracked storage is deallocated."""
+        self._live.discard(ptr)
+        self.current -= nbytes
+
+
+def saved_tensor_bytes(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward pass of fn(*inputs), the inputs themselves excluded."""
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.update(_storages(t))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)
+    own = _storages(inputs)
+    return sum(n for ptr, n in saved.items() if ptr not in own)
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of fn() over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- the three paths
+
+ATTENTION_IMPLS: dict[str, Callable[..., torch.Tensor]] = {
+    "naive": lambda q, k, v: scaled_dot_product_attention(q, k, v)[0],
+    "sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
+    "online": lambda q, k, v: online_softmax_attention(q, k, v, block_size=128),
+}
+
+
+def measure_attention(
+    impl: str,
+    length: int,
+    batch: int = 4,
+    heads: int = 4,
+    d_head: int = 64,
+    backward: bool = True,
+    repeats: int = 3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Time and memory of one attention implementation on random (B, H, L, d) inputs.
+
+    Returns seconds (median of `repeats`), peak_bytes and largest_bytes (MemoryTracker,
+    q/k/v excluded), saved_bytes (kept for backward) for forward (+ backward) of `impl`,
+    a key of ATTENTION_IMPLS.
+    """
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"impl must be one of {sorted(ATTENTION_IMPLS)}, got {impl!r}")
+    fn = ATTENTION_IMPLS[impl]
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, length, d_head, generator=g) for _ in range(3))
+    q, k, v = (t.requires_grad_(backward) for t in (q, k, v))
+
+    def run() -> None:
+        with torch.set_grad_enabled(backward):
+            out = fn(q, k, v)  # (B, H, L, d)
+            if backward:
+                out.backward(torch.ones_like(out))
+        q.grad = k.grad = v.grad = None
+
+    with MemoryTracker() as mem:
+        run()
+    saved = saved_tensor_bytes(fn, q, k, v) if backward else 0
+    return {
+        "seconds": median_time(run, repeats=repeats),
+        "peak_bytes": mem.peak,
+        "largest_bytes": mem.largest,
+        "saved_bytes": saved,
+    }
+
+
+# ----------------------------------------------------------------------------- the KV cache
+
+
+@contextmanager
+def counting_attention(model: nn.Module) -> Iterator[dict[str, int]]:
+    """Count the work of every causal self-attention layer of `model` while the block runs.
+
+    Yields a dict, filled in as the model runs: `steps` (forward passes of the model),
+    `positions` (query rows computed, per layer) and `pairs` (query-key pairs a causal query may
+    attend to, per layer). Works with course_lib.gpt.GPT, with and without a KV cache.
+    """
+    from .gpt import CausalSelfAttention
+
+    layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no CausalSelfAttention layer to count")
+    work = {"steps": 0, "positions": 0, "pairs": 0}
+
+    def first_layer(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        x, past = args[0], args[1] if len(args) > 1 else kwargs.get("past_kv")
+        B, T = x.shape[:2]
+        T_past = 0 if past is None else past[0].shape[2]
+        work["steps"] += 1
+        work["positions"] += B * T
+        work["pairs"] += B * (T * T_past + T * (T + 1) // 2)  # query i sees T_past + i + 1 keys
+
+    handle = layers[0].register_forward_pre_hook(first_layer, with_kwargs=True)
+    try:
+        yield work
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def incremental_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T, V) of a GPT fed idx (B, T) one token at a time through its KV cache."""
+    past, rows = None, []
+    for t in range(idx.shape[1]):
+        logits, _, past = model(idx[:, t : t + 1], past_kv=past, use_cache=True)
+        rows.append(logits)  # (B, 1, V)
+    return torch.cat(rows, dim=1)
+
+
+def kv_cache_bytes(past_kv: Any) -> int:
+    """Bytes held by a KV cache: every layer's keys and values."""
+    return sum(t.nbytes for t in tree_flatten(past_kv)[0] if isinstance(t, torch.Tensor))
+
+
+@torch.no_grad()
+def gpt_step_seconds(model: nn.Module, cache_len: int, repeats: int = 10, seed: int = 0) -> float:
+    """Median seconds of one cached decoding step of a GPT whose cache holds cache_len tokens."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, model.vocab_size, (1, cache_len + 1), generator=g)
+    model.eval()
+    _, _, past = model(idx[:, :-1], use_cache=True)  # (1, H, cache_len, d_k) per layer
+    return median_time(lambda: model(idx[:, -1:], past_kv=past, use_cache=True), repeats)
+
+
+@torch.no_grad()
+def rnn_step_seconds(rnn: nn.RNNBase, repeats: int = 10) -> float:
+    """Median seconds of one step of a batch-first nn.GRU/nn.LSTM/nn.RNN on one token."""
+    x = torch.randn(1, 1, rnn.input_size)  # (B, 1, I)
+    _, state = rnn(x)  # whatever came before is summarised in `state`, of fixed size
+    return median_time(lambda: rnn(x, state), repeats)
