@@ -301,12 +301,16 @@ def _fmt(x: float | bool) -> str:
 
 
 def isolated(check: Callable[..., None]) -> Callable[..., None]:
-    """Run a check without gradients and without touching the global random state."""
+    """Run a check without gradients or touching the global RNG; fail with the hint alone."""
 
     @functools.wraps(check)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            return check(*args, **kwargs)
+        __tracebackhide__ = True  # IPython hides this frame: the learner sees their cell + hint
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                return check(*args, **kwargs)
+        except AssertionError as exc:
+            raise AssertionError(str(exc)) from None  # drop the check's internal frames
 
     return wrapper
 
