@@ -1,0 +1,201 @@
+"""Generating text with a trained GPT and measuring it: notebook 10's experiment helpers.
+
+`continue_text` samples continuations of a prompt; `distinct_ngram_ratio` and `known_word_rate`
+put numbers on "repetitive" and "made-up words"; `complete_line` runs greedy decoding or beam
+search up to a newline; `plot_next_token_probs` draws a next-character distribution, and
+`sampling_explorer` wires temperature / top-k / top-p sliders to live samples.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.axes import Axes
+
+from .data import CharVocab
+from .gpt import GPT
+from .plots import to_numpy, token_label
+from .sampling import next_token_probs
+
+WORD = re.compile(r"[A-Za-z]+")
+
+
+def ids_to_text(vocab: CharVocab, ids: Iterable[int] | torch.Tensor) -> str:
+    """Ids -> text, every id kept (a special token shows as its name, e.g. '<unk>')."""
+    if isinstance(ids, torch.Tensor):
+        ids = ids.reshape(-1).tolist()
+    return "".join(vocab.itos[int(i)] for i in ids)
+
+
+def encode_prompt(vocab: CharVocab, prompt: str) -> torch.Tensor:
+    """A prompt -> (1, T) ids (unknown characters become UNK); an empty prompt becomes a newline."""
+    return torch.tensor([vocab.encode(prompt or "\n")], dtype=torch.long)
+
+
+def continue_text(
+    model: GPT,
+    vocab: CharVocab,
+    prompt: str | Sequence[str],
+    n_chars: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    num_samples: int = 1,
+) -> list[str]:
+    """Continuations (without the prompt) of n_chars characters each, generated in one batch.
+
+    `prompt` is one string (continued num_samples times) or a list of prompts of equal length
+    (one continuation each). Keep prompt + n_chars within model.max_len for full KV-cache speed.
+    """
+    prompts = [prompt] * num_samples if isinstance(prompt, str) else list(prompt)
+    rows = [vocab.encode(p or "\n") for p in prompts]
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(
+            f"prompts must all have the same length to share a batch, got lengths "
+            f"{sorted({len(r) for r in rows})}; crop them, e.g. [p[:16] for p in prompts]"
+        )
+    idx = torch.tensor(rows, dtype=torch.long)  # (S, T)
+    gen = torch.Generator().manual_seed(seed)
+    out = model.generate(idx, n_chars, temperature, top_k, top_p, gen, use_cache=True)
+    return [ids_to_text(vocab, row[idx.shape[1] :]) for row in out]
+
+
+def distinct_ngram_ratio(text: str, n: int = 8) -> float:
+    """Distinct character n-grams / all n-grams: near 1 for varied text, low for loops."""
+    grams = [text[i : i + n] for i in range(len(text) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def word_set(text: str) -> set[str]:
+    """The set of words (runs of ASCII letters) in a text."""
+    return set(WORD.findall(text))
+
+
+def known_word_rate(text: str, known: set[str]) -> float:
+    """Fraction of the words in `text` (ASCII letter runs, the last one dropped as possibly
+    cut off) that occur in `known`, e.g. the words of the training text."""
+    words = WORD.findall(text)[:-1]
+    return sum(w in known for w in words) / len(words) if words else 0.0
+
+
+@torch.no_grad()
+def next_token_distribution(
+    model: GPT,
+    vocab: CharVocab,
+    prompt: str,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """(V,) probabilities of the character after `prompt`, after temperature, top-k and top-p."""
+    idx = encode_prompt(vocab, prompt)[:, -model.max_len :]
+    model.eval()
+    logits = model(idx)[0][0, -1]  # (V,)
+    return next_token_probs(logits, temperature, top_k, top_p)
+
+
+def plot_next_token_probs(
+    probs: torch.Tensor | Sequence[float],
+    vocab: CharVocab,
+    top: int = 15,
+    title: str = "Next-character distribution",
+    ax: Axes | None = None,
+) -> Axes:
+    """Bar chart of the `top` most likely next characters (blank = ␣, newline = ⏎)."""
+    p = to_numpy(probs)
+    order = p.argsort()[::-1][:top]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 2.8))
+    labels = ["⏎" if vocab.itos[i] == "\n" else token_label(vocab.itos[i]) for i in order]
+    ax.bar(range(len(order)), p[order], color="C0")
+    ax.set_xticks(range(len(order)), labels)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(f"next character (the {len(order)} most likely)")
+    ax.set_ylabel("probability")
+    kept = int((p > 0).sum())
+    ax.set_title(f"{title} · {kept} of {len(p)} characters possible")
+    return ax
+
+
+@torch.no_grad()
+def complete_line(
+    model: GPT,
+    vocab: CharVocab,
+    prompt: str,
+    max_new: int = 40,
+    beam_size: int = 0,
+    length_penalty: float = 0.0,
+) -> tuple[str, float]:
+    """Finish `prompt` up to and including a newline: greedy (beam_size 0) or beam search.
+
+    Returns (completion without the prompt, log p of the completion under the model).
+    """
+    eos = vocab.stoi["\n"]
+    idx = encode_prompt(vocab, prompt)
+    max_new = min(max_new, model.max_len - idx.shape[1])  # the whole line must fit the context
+    if beam_size:
+        tokens = model.beam_search(idx, max_new, eos, beam_size, length_penalty)[0].tokens
+    else:
+        out, past = [], None
+        logits, _, past = model.eval()(idx, use_cache=True)
+        for _ in range(max_new):
+            token = int(logits[0, -1].argmax())
+            out.append(token)
+            if token == eos:
+                break
+            logits, _, past = model(torch.tensor([[token]]), past_kv=past, use_cache=True)
+        tokens = out
+    full = torch.cat([idx, torch.tensor([tokens])], dim=1)
+    return ids_to_text(vocab, tokens), model.log_prob(full, idx.shape[1]).item()
+
+
+def sampling_explorer(
+    model: GPT,
+    vocab: CharVocab,
+    prompt: str = "The ",
+    n_chars: int = 160,
+    title: str = "Decoding explorer",
+):
+    """Sliders for temperature, top-k, top-p and the seed, a prompt box; shows a sample and the
+    next-character distribution after the filters. Nothing is retrained: each change is one
+    generation of n_chars characters with the KV cache."""
+    from ipywidgets import Text
+
+    from .widgets import explorer, log_slider, slider
+
+    def render(prompt: str, temperature: float, top_k: int, top_p: float, seed: int) -> None:
+        k = None if top_k == 0 else top_k
+        p = None if top_p >= 1.0 else top_p
+        text = continue_text(model, vocab, prompt, n_chars, temperature, k, p, seed)[0]
+        print(f"{prompt}\u2502{text}")  # the bar marks where the model takes over
+        probs = next_token_distribution(model, vocab, prompt, temperature, k, p)
+        settings = f"T={temperature:.2f}, top-k={k or 'off'}, top-p={p or 'off'}"
+        plot_next_token_probs(probs, vocab, title=f"After the prompt, {settings}")
+        plt.show()
+
+    controls = {
+        "prompt": Text(value=prompt, description="prompt", continuous_update=False),
+        "temperature": log_slider("temperature", -1.0, 0.5, 1.0),
+        "top_k": slider("top-k (0 = off)", 0, 40, 1, 0),
+        "top_p": slider("top-p (1 = off)", 0.05, 1.0, 0.05, 1.0),
+        "seed": slider("seed", 0, 20, 1, 0),
+    }
+    return explorer(controls, render, title)
+
+
+__all__ = [
+    "complete_line",
+    "continue_text",
+    "distinct_ngram_ratio",
+    "encode_prompt",
+    "ids_to_text",
+    "known_word_rate",
+    "next_token_distribution",
+    "plot_next_token_probs",
+    "sampling_explorer",
+    "word_set",
+]
