@@ -51,7 +51,7 @@ notebooks: $(STAMP)  ## every notebook under nbval only
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check course_lib tests benchmarks grading
+	$(VENV)/bin/ruff format --check course_lib tests benchmarks grading tools
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

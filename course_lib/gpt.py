@@ -13,8 +13,6 @@ gives the same logits as recomputing the whole prefix.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +24,7 @@ from .blocks import FeedForward
 from .masks import causal_mask
 from .positional import sinusoidal_encoding
 from .sampling import sample_next
-from .utils import expect_ndim, fmt_shape
+from .utils import evaluating, expect_ndim, fmt_shape
 
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's (keys, values), each (B, H, T, d_k)
 PastKV = tuple[KV, ...]  # one (k, v) pair per layer
@@ -94,18 +92,6 @@ class Hypothesis:
     log_prob: float  # sum of log p(token | everything before it) over the continuation
     score: float  # log_prob / ((5 + len(tokens)) / 6) ** length_penalty: what the beam ranks by
     finished: bool  # True if it ended with eos_id, False if it ran out of max_new_tokens
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside the block; the previous mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 class GPT(nn.Module):
@@ -240,7 +226,7 @@ class GPT(nn.Module):
         Apply `model.head(model.norm(state))` to read a next-token guess off any of them.
         """
         self._check(idx, None)
-        with _evaluating(self):
+        with evaluating(self):
             x = self.tok_embed(idx) + self._positions(idx.shape[1], 0, idx.device)
             states = [x]
             for block in self.blocks:
@@ -275,7 +261,7 @@ class GPT(nn.Module):
         self._check(idx[:, -self.max_len :], None)
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        with _evaluating(self):
+        with evaluating(self):
             past = None
             for _ in range(max_new_tokens):
                 if use_cache and past is not None and idx.shape[1] <= self.max_len:
@@ -293,7 +279,7 @@ class GPT(nn.Module):
         """idx (B, T) -> (B,): sum over t >= start of log p(idx[:, t] | idx[:, :t]) (start >= 1)."""
         if not 1 <= start <= idx.shape[1]:
             raise ValueError(f"start must be in 1..T={idx.shape[1]}, got {start}")
-        with _evaluating(self):
+        with evaluating(self):
             logits, _ = self(idx[:, :-1])  # (B, T-1, V): position t-1 predicts token t
             logp = logits.log_softmax(dim=-1).gather(-1, idx[:, 1:, None])[..., 0]  # (B, T-1)
         return logp[:, start - 1 :].sum(dim=1)
@@ -333,7 +319,7 @@ class GPT(nn.Module):
             lp = ((5 + len(tokens)) / 6) ** length_penalty
             return Hypothesis(tokens, logp, logp / lp, done)
 
-        with _evaluating(self):
+        with evaluating(self):
             logits, _, past = self(prompt, use_cache=True)
             logits = logits[:, -1]  # (1, V)
             beams = torch.zeros(1, 0, dtype=torch.long, device=prompt.device)  # (k, t)

@@ -15,7 +15,7 @@ from torch import nn
 from .blocks import DecoderLayer, EncoderLayer
 from .masks import decoder_mask, padding_mask
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from .utils import expect_ndim, fmt_shape
+from .utils import evaluating, expect_ndim, fmt_shape
 
 POSITIONAL = {"sinusoidal": SinusoidalPositionalEncoding, "learned": LearnedPositionalEmbedding}
 
@@ -28,18 +28,6 @@ def _check_tokens(name: str, tokens: torch.Tensor) -> None:
             f"{name} must hold integer token ids, got dtype {tokens.dtype} with shape "
             f"{fmt_shape(tokens.shape)}; pass the ids, not embeddings or a mask"
         )
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Switch off dropout and gradients for the block, then restore the previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def gnmt_length_penalty(length: int, alpha: float) -> float:
@@ -159,7 +147,7 @@ class Transformer(nn.Module):
         sequence has produced EOS. Runs in eval mode without gradients.
         """
         self._check_decoding(src, max_len)
-        with _evaluating(self):
+        with evaluating(self):
             memory = self.encode(src)  # (B, L_s, D)
             ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)
             done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
@@ -190,7 +178,7 @@ class Transformer(nn.Module):
         self._check_decoding(src, max_len)
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-        with _evaluating(self):
+        with evaluating(self):
             memory = self.encode(src)  # (B, L_s, D)
             settings = (max_len, bos_id, eos_id, beam_size, length_penalty)
             best = [
@@ -296,7 +284,7 @@ class EncoderTagger(nn.Module):
         try:
             for layer in self.layers:
                 layer.record_attention = True
-            with _evaluating(self):
+            with evaluating(self):
                 self(tokens)
             return torch.stack([layer.self_attn_weights for layer in self.layers])
         finally:

@@ -713,8 +713,10 @@ def test_cross_attention_explains_a_returned_tuple_and_a_wrong_length():
         (lambda s, p, t, h: cross_attention_mask(s, p, t, h).float(), "bool"),
         (lambda s, p, t, h: cross_attention_mask(s, 0, t, h), "compare src with pad_id"),
         (
-            lambda s, p, t, h: cross_attention_mask(s, p, t, h)
-            & torch.ones(t, s.shape[1], dtype=torch.bool).tril(),
+            lambda s, p, t, h: (
+                cross_attention_mask(s, p, t, h)
+                & torch.ones(t, s.shape[1], dtype=torch.bool).tril()
+            ),
             "causal mask does not belong",
         ),
     ],

@@ -38,8 +38,12 @@ def test_a_fixed_offset_is_a_rotation_of_the_encoding():
         for i in range(d // 2):
             c, s = math.cos(k * freq[i]), math.sin(k * freq[i])
             sin_p, cos_p = pe[pos, 2 * i], pe[pos, 2 * i + 1]
-            assert math.isclose(pe[pos + k, 2 * i].item(), (s * cos_p + c * sin_p).item(), abs_tol=1e-5)
-            assert math.isclose(pe[pos + k, 2 * i + 1].item(), (c * cos_p - s * sin_p).item(), abs_tol=1e-5)
+            assert math.isclose(
+                pe[pos + k, 2 * i].item(), (s * cos_p + c * sin_p).item(), abs_tol=1e-5
+            )
+            assert math.isclose(
+                pe[pos + k, 2 * i + 1].item(), (c * cos_p - s * sin_p).item(), abs_tol=1e-5
+            )
 
 
 def test_odd_width_is_rejected():
