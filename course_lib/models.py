@@ -30,6 +30,17 @@ def _check_tokens(name: str, tokens: torch.Tensor) -> None:
         )
 
 
+def _check_config(d_model: int, num_heads: int, positional: str) -> None:
+    """Raise a ValueError explaining an impossible head split or an unknown positional scheme."""
+    if num_heads < 1 or d_model % num_heads != 0:
+        raise ValueError(
+            f"d_model={d_model} is not divisible by num_heads={num_heads}; "
+            "each head gets d_model / num_heads features"
+        )
+    if positional not in POSITIONAL:
+        raise ValueError(f"positional must be one of {sorted(POSITIONAL)}, got {positional!r}")
+
+
 def gnmt_length_penalty(length: int, alpha: float) -> float:
     """((5 + length) / 6) ** alpha from Wu et al. (2016); alpha = 0 means no penalty."""
     return ((5 + length) / 6) ** alpha
@@ -60,13 +71,7 @@ class Transformer(nn.Module):
         positional: str = "sinusoidal",
     ):
         super().__init__()
-        if num_heads < 1 or d_model % num_heads != 0:
-            raise ValueError(
-                f"d_model={d_model} is not divisible by num_heads={num_heads}; "
-                "each head gets d_model / num_heads features"
-            )
-        if positional not in POSITIONAL:
-            raise ValueError(f"positional must be one of {sorted(POSITIONAL)}, got {positional!r}")
+        _check_config(d_model, num_heads, positional)
         self.config = dict(
             src_vocab_size=src_vocab_size,
             tgt_vocab_size=tgt_vocab_size,
@@ -247,13 +252,7 @@ class EncoderTagger(nn.Module):
         positional: str = "learned",
     ):
         super().__init__()
-        if num_heads < 1 or d_model % num_heads != 0:
-            raise ValueError(
-                f"d_model={d_model} is not divisible by num_heads={num_heads}; "
-                "each head gets d_model / num_heads features"
-            )
-        if positional not in POSITIONAL:
-            raise ValueError(f"positional must be one of {sorted(POSITIONAL)}, got {positional!r}")
+        _check_config(d_model, num_heads, positional)
         self.d_model, self.num_heads, self.pad_id = d_model, num_heads, pad_id
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)  # unit scale after * sqrt(D)
