@@ -83,7 +83,23 @@ def _check_query_keys(query: torch.Tensor, keys: torch.Tensor) -> None:
         )
 
 
-class AdditiveAttention(nn.Module):
+class _EncoderAttention(nn.Module):
+    """Shared by both scores below: softmax the scores over the source, then mix the keys."""
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        keys_proj: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (context (B, D_k), weights (B, L_s)); weights are 0 where mask is False."""
+        weights = _masked_softmax(self.scores(query, keys, keys_proj), mask)  # (B, L_s)
+        context = (weights[:, :, None] * keys).sum(1)  # (B, D_k): sum_j w_j k_j
+        return context, weights
+
+
+class AdditiveAttention(_EncoderAttention):
     """Bahdanau attention: score(q, k_j) = v^T tanh(W_q q + W_k k_j), a tiny MLP per position."""
 
     def __init__(self, query_dim: int, key_dim: int, attn_dim: int = 64):
@@ -105,20 +121,8 @@ class AdditiveAttention(nn.Module):
         hidden = torch.tanh(self.W_q(query)[:, None, :] + keys_proj)  # (B, L_s, A)
         return self.v(hidden).squeeze(-1)  # (B, L_s)
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        keys_proj: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (context (B, D_k), weights (B, L_s)); weights are 0 where mask is False."""
-        weights = _masked_softmax(self.scores(query, keys, keys_proj), mask)  # (B, L_s)
-        context = (weights[:, :, None] * keys).sum(1)  # (B, D_k): sum_j w_j k_j
-        return context, weights
 
-
-class DotAttention(nn.Module):
+class DotAttention(_EncoderAttention):
     """Luong attention: score = q . k_j ("dot") or q^T W k_j ("general", a learned bilinear form)."""
 
     def __init__(self, query_dim: int, key_dim: int, kind: str = "dot"):
@@ -144,18 +148,6 @@ class DotAttention(nn.Module):
         _check_query_keys(query, keys)
         keys_proj = self.project_keys(keys) if keys_proj is None else keys_proj  # (B, L_s, D_q)
         return (keys_proj * query[:, None, :]).sum(-1)  # (B, L_s): q . k_j for every j
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        keys_proj: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (context (B, D_k), weights (B, L_s)); weights are 0 where mask is False."""
-        weights = _masked_softmax(self.scores(query, keys, keys_proj), mask)  # (B, L_s)
-        context = (weights[:, :, None] * keys).sum(1)  # (B, D_k): sum_j w_j k_j
-        return context, weights
 
 
 class Seq2SeqRNN(nn.Module):
