@@ -316,9 +316,3 @@ def ablated_heads(heads: list[tuple[nn.Module, int]]) -> Iterator[None]:
         for hook in hooks:
             hook.remove()
 
-
-# ----------------------------------------------------------------------------
-# The decoder-only language model of notebook 10 lives in course_lib.gpt; it is re-exported here
-# so that every model of the course imports from one place.
-
-from .gpt import GPT  # noqa: E402, F401

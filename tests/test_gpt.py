@@ -13,7 +13,6 @@ from course_lib.corpora import encode_text, grammar_corpus
 from course_lib.data import CharVocab
 from course_lib.gpt import GPT
 from course_lib.lm import CharNGram, evaluate_lm, lm_batch, train_lm
-from course_lib.models import GPT as GPTFromModels
 from course_lib.sampling import (
     entropy,
     filter_logits,
@@ -33,10 +32,6 @@ def tiny_gpt(seed: int = 0, positional: str = "learned", max_len: int = 16, voca
 
 
 # ----------------------------------------------------------------------------- the model
-
-
-def test_gpt_is_re_exported_from_models():
-    assert GPTFromModels is GPT
 
 
 @pytest.mark.parametrize("positional", ["learned", "sinusoidal"])
