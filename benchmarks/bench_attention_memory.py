@@ -3,8 +3,8 @@
 Part 1, attention forward + backward on random (B, H, L, d) inputs:
   naive   course_lib.attention.scaled_dot_product_attention (materialises the L x L weights)
   sdpa    torch.nn.functional.scaled_dot_product_attention (PyTorch's fused kernel)
-  online  course_lib.efficient.online_softmax_attention (key blocks of 128, online softmax)
-Memory is counted with course_lib.efficient.MemoryTracker (every tensor the operations create,
+  online  course_lib.tiled_attention.online_softmax_attention (key blocks of 128, online softmax)
+Memory is counted with course_lib.lessons.efficiency.MemoryTracker (every tensor the operations create,
 q/k/v excluded; exact and the same on every machine); `--rss` also runs each cell in a fresh
 process and reports the growth of its peak resident memory (Linux /proc) as an independent check. Times are
 medians, in a rotating order so that load from other processes hits every path alike.
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
-from course_lib.efficient import ATTENTION_IMPLS, MemoryTracker, saved_tensor_bytes  # noqa: E402
+from course_lib.lessons.efficiency import ATTENTION_IMPLS, MemoryTracker, saved_tensor_bytes  # noqa: E402
 from course_lib.gpt import GPT  # noqa: E402
 
 MiB = 2**20

@@ -1,4 +1,7 @@
-"""A training curve that redraws itself in place while a notebook trains a model."""
+"""A training curve that redraws itself in place while a notebook trains a model.
+
+Built on `course_lib.plots` (which never imports this module); notebooks import `LivePlot` from here.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
-from .plots import _series, figure_to_png, plot_training_curves
+from .plots import figure_to_png, plot_training_curves, series
 
 
 def in_notebook() -> bool:
@@ -87,11 +90,11 @@ class LivePlot:
     def _title(self) -> str:
         """The title with the latest step and values, e.g. 'Training progress · step 500 ...'."""
         parts = [self.title]
-        steps = _series(self.history, "step")
+        steps = series(self.history, "step")
         if steps:
             parts.append(f"step {int(steps[-1])}")
         for key in (*self.keys, *self.acc_keys):
-            ys = _series(self.history, key)
+            ys = series(self.history, key)
             if ys:
                 parts.append(f"{key} {ys[-1]:.3f}")
         return " · ".join(parts)

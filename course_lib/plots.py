@@ -126,7 +126,7 @@ def _set_token_ticks(ax: Axes, labels: list[str], axis: str) -> None:
         ax.set_yticks(idx, shown)
 
 
-def _heatmap(
+def heatmap(
     ax: Axes,
     w: np.ndarray,
     x_labels: list[str] | None,
@@ -145,7 +145,7 @@ def _heatmap(
     return im
 
 
-def _as_matrix(weights: Any, name: str = "weights") -> np.ndarray:
+def as_matrix(weights: Any, name: str = "weights") -> np.ndarray:
     """A 2-D float array, or a ValueError naming the shape that was passed."""
     w = to_numpy(weights)
     if w.ndim != 2:
@@ -168,7 +168,7 @@ def plot_attention(
     colorbar: bool = True,
 ) -> Axes:
     """Heatmap of one (L_q, L_k) attention matrix: queries on rows, keys on columns."""
-    w = _as_matrix(weights)
+    w = as_matrix(weights)
     L_q, L_k = w.shape
     q_labels = _labels(query_tokens, L_q, "query")
     k_labels = _labels(key_tokens, L_k, "key")
@@ -177,7 +177,7 @@ def plot_attention(
         _, ax = plt.subplots(figsize=(side + 1.0, side))
     vmax = float(np.nanmax(w)) if vmax is None else vmax
     vmax = vmax if vmax > vmin else vmin + 1.0
-    im = _heatmap(ax, w, k_labels, q_labels, ATTN_CMAP, vmin, vmax)
+    im = heatmap(ax, w, k_labels, q_labels, ATTN_CMAP, vmin, vmax)
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
     ax.set_title(title if title is not None else "Attention weights")
@@ -240,7 +240,7 @@ def plot_attention_grid(
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer, head]
-            im = _heatmap(ax, w[layer, head], k_labels, q_labels, ATTN_CMAP, 0.0, vmax)
+            im = heatmap(ax, w[layer, head], k_labels, q_labels, ATTN_CMAP, 0.0, vmax)
             ax.tick_params(labelbottom=layer == n_layers - 1, labelleft=head == 0)
             if layer == 0:
                 ax.set_title(f"head {head}")
@@ -253,46 +253,7 @@ def plot_attention_grid(
     return fig
 
 
-def plot_positional_encoding(
-    pe: Any, title: str = "Positional encoding", ax: Axes | None = None
-) -> Axes:
-    """Heatmap of a (L, D) positional table: positions on rows, dimensions on columns."""
-    table = _as_matrix(pe, "pe")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.0, 4.0))
-    bound = max(float(np.nanmax(np.abs(table))), 1e-12)  # centre the colour map on zero
-    im = _heatmap(ax, table, None, None, DIVERGING_CMAP, -bound, bound)
-    ax.set_xlabel("dimension")
-    ax.set_ylabel("position")
-    ax.set_title(title)
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="value")
-    return ax
-
-
-def plot_encoding_curves(
-    pe: Any,
-    dims: Sequence[int] = (0, 1, 4, 5),
-    title: str = "Positional encoding by dimension",
-    ax: Axes | None = None,
-) -> Axes:
-    """One curve per chosen dimension of a (L, D) positional table, against position."""
-    table = _as_matrix(pe, "pe")
-    L, D = table.shape
-    bad = [d for d in dims if not 0 <= d < D]
-    if bad:
-        raise ValueError(f"dims {bad} are out of range for a table with D={D} dimensions")
-    if ax is None:
-        _, ax = plt.subplots()
-    for d in dims:
-        ax.plot(np.arange(L), table[:, d], label=f"dim {d}")
-    ax.set_xlabel("position")
-    ax.set_ylabel("value")
-    ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the curves fill the box
-    return ax
-
-
-def _series(history: Any, key: str) -> list[float] | None:
+def series(history: Any, key: str) -> list[float] | None:
     """history[key] (dict) or history.key (object) as floats; None when absent or empty."""
     if isinstance(history, Mapping):
         values = history.get(key)
@@ -308,7 +269,7 @@ def _x_for(
 ) -> tuple[list[float], str]:
     """The x values matching a series: training steps, evaluation steps, or 0..n-1."""
     for key in ("eval_step", x_key) if is_eval else (x_key, "eval_step"):
-        xs = _series(history, key)
+        xs = series(history, key)
         if xs is not None and len(xs) == len(values):
             return xs, "step"
     return list(range(len(values))), "entry"
@@ -334,7 +295,7 @@ def plot_training_curves(
     colours = iter(mpl.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
     lines, xlabel = [], "step"
     for key in keys:
-        ys = _series(history, key)
+        ys = series(history, key)
         if ys is None:
             continue
         xs, xlabel = _x_for(history, ys, x_key, is_eval=key.startswith("eval"))
@@ -344,8 +305,8 @@ def plot_training_curves(
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(", ".join(k for k in keys if _series(history, k) is not None))
-    acc = [(k, _series(history, k)) for k in acc_keys]
+    ax.set_ylabel(", ".join(k for k in keys if series(history, k) is not None))
+    acc = [(k, series(history, k)) for k in acc_keys]
     acc = [(k, ys) for k, ys in acc if ys is not None]
     if acc:
         ax2 = ax.twinx()
@@ -404,7 +365,3 @@ def plot_curves(
     if len(ys) > 1:
         ax.legend()
     return ax
-
-
-# LivePlot and in_notebook live in course_lib.live; re-exported here for the notebooks.
-from .live import LivePlot, in_notebook  # noqa: E402, F401

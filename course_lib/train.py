@@ -38,7 +38,7 @@ from .data import (
     reverse_pairs,
 )
 from .training import History, exact_match, train_step, warmup_cosine
-from .translation import DATE_MODEL, DATE_TRAIN_PAIRS, DATE_TRAINING, build_date_model
+from .date_recipe import DATE_MODEL, DATE_TRAIN_PAIRS, DATE_TRAINING, build_date_model
 from .utils import count_parameters, get_device
 
 TASKS = ("dates", "copy", "reverse")

@@ -19,7 +19,8 @@ from IPython.display import Image, display
 from IPython.utils.capture import capture_output
 
 from .attention import scaled_dot_product_attention
-from .plots import figure_to_png, in_notebook, plot_attention, to_numpy, token_label
+from .plots import figure_to_png, plot_attention, to_numpy, token_label
+from .live import in_notebook
 
 _STYLE = {"description_width": "initial"}  # show whole control names, never "d_...""
 MAX_MASK_EDITOR_TOKENS = 12  # an L x L grid of buttons beyond this is unusable

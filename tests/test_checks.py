@@ -11,6 +11,7 @@ import torch
 import course_lib.attention as ref_attention
 import course_lib.masks as ref_masks
 from course_lib import checks
+from course_lib.checks._machinery import reference_disabled
 from course_lib.attention import scaled_dot_product_attention
 from course_lib.positional import sinusoidal_encoding
 
@@ -350,7 +351,7 @@ def test_reference_disabled_patches_aliases_in_main_and_restores_them(monkeypatc
     main = sys.modules["__main__"]
     monkeypatch.setattr(main, "my_causal", ref_masks.causal_mask, raising=False)
     original = ref_masks.causal_mask
-    with checks._reference_disabled():
+    with reference_disabled():
         with pytest.raises(AssertionError, match="write it yourself"):
             main.my_causal(3)
         with pytest.raises(AssertionError, match="course_lib.masks.causal_mask"):
@@ -412,7 +413,7 @@ def test_progress_reports_pass_fail_and_not_attempted(capsys):
         "causal_mask": ref_masks.causal_mask,  # the reference itself is not the learner's work
         "layer_norm": layer_norm,
     }
-    results = checks.progress(namespace)
+    results = checks.progress(namespace=namespace)
     table = capsys.readouterr().out
     assert results["scaled_dot_product_attention"] == ("pass", "")
     assert results["layer_norm"] == ("pass", "")
@@ -555,7 +556,7 @@ def test_greedy_decode_may_not_call_the_reference_method():
 
 
 def test_greedy_decode_check_cases_cover_early_ends_and_max_len():
-    from course_lib._checks_decoding import _decoding_model, _greedy_rows
+    from course_lib.checks.full_transformer import _decoding_model, _greedy_rows
 
     model = _decoding_model(2, 1.0)
     src = torch.randint(3, 9, (4, 6), generator=torch.Generator().manual_seed(12))
@@ -835,8 +836,8 @@ def test_encoder_layer_check_reads_a_blank_exercise_as_not_attempted():
 
     with pytest.raises(AssertionError, match="Exercise not attempted yet"):
         checks.check_encoder_layer(encoder_layer)
-    assert checks.progress({"encoder_layer": encoder_layer})["encoder_layer"][0] == "not attempted"
-    assert checks.progress({"encoder_layer": _encoder_layer})["encoder_layer"] == ("pass", "")
+    assert checks.progress(namespace={"encoder_layer": encoder_layer})["encoder_layer"][0] == "not attempted"
+    assert checks.progress(namespace={"encoder_layer": _encoder_layer})["encoder_layer"] == ("pass", "")
 
 
 # --- notebook 10: the causal LM loss, top-k and top-p filters --------------------------------

@@ -45,7 +45,7 @@ from nbgrader.utils import is_grade, is_solution
 from nbgrader.validator import Validator
 
 from course_lib import checks
-from course_lib._hints import HINTS, SOFTMAX_AXIS
+from course_lib.checks._hints import HINTS, SOFTMAX_AXIS
 from grading import grade
 
 ROOT = Path(__file__).resolve().parent.parent

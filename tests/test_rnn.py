@@ -1,4 +1,4 @@
-"""Specifications of course_lib.rnn and course_lib.rnn_experiments (Part I: notebooks 01-02)."""
+"""Specifications of course_lib.rnn and course_lib.lessons.rnn_bottlenecks (Part I: notebooks 01-02)."""
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from course_lib.rnn import (
     rnn_cell_step,
     rnn_step_jacobian,
 )
-from course_lib.rnn_experiments import (
+from course_lib.lessons.rnn_bottlenecks import (
     cell_from_layer,
     critical_path_length,
     dependency_matrix,
@@ -272,7 +272,7 @@ def test_critical_path_grows_with_length_for_rnn_not_for_attention():
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_written_out_cell_equations_match_pytorch(kind):
-    from course_lib.rnn_experiments import _step_fn
+    from course_lib.lessons.rnn_bottlenecks import _step_fn
 
     cell = make_cell(kind, 3, 4, seed=11)
     x, h, c = (torch.randn(3, dtype=torch.float64), *torch.randn(2, 4, dtype=torch.float64))
@@ -317,7 +317,8 @@ def test_memory_task_trains_and_scores():
 
 
 def test_accuracy_by_position_and_alignment_on_a_perfect_reverser():
-    from course_lib.reverse_task import accuracy_by_position, reverse_alignment_accuracy
+    from course_lib.lessons.rnn_bottlenecks import accuracy_by_position
+    from course_lib.lessons.attention_in_rnns import reverse_alignment_accuracy
 
     class Reverser(nn.Module):
         """Reverses perfectly and attends exactly where it copies from."""

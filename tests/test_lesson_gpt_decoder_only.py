@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from course_lib.data import CharVocab  # noqa: E402
-from course_lib.generation import (  # noqa: E402
+from course_lib.lessons.gpt_decoder_only import (
     complete_line,
     continue_text,
     distinct_ngram_ratio,

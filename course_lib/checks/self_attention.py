@@ -12,7 +12,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checking import (
+from . import _answers as O
+from ._hints import HINTS, MASK_HINTS, SOFTMAX_AXIS
+from ._machinery import (
     as_tensors,
     call_learner,
     case_label,
@@ -22,7 +24,6 @@ from ._checking import (
     randn,
     require_callable,
 )
-from ._hints import HINTS, SOFTMAX_AXIS
 
 # The learner may reuse scaled dot-product attention (an earlier exercise), not a whole layer.
 SELF_ATTENTION_ALLOWED = ("course_lib.attention.scaled_dot_product_attention",)
@@ -126,4 +127,59 @@ def _self_attention_case(fn, label: str, x, w_q, w_k, w_v) -> None:
         mistakes,
         shape_hint="out is (..., L, d_v) and weights (..., L, L).",
         value_hint=hints["steps"],
+    )
+
+
+@isolated
+def check_scaled_dot_product_attention(fn: Callable[..., Any]) -> None:
+    """Check fn(q, k, v, mask=None) -> (out, weights), for 3-D and 4-D inputs and bool masks."""
+    name = "scaled_dot_product_attention"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(0)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()[None, None]  # (1, 1, 5, 5)
+    padding = (torch.arange(6) < torch.tensor([[6], [4], [2]]))[:, None, None, :]  # (3, 1, 1, 6)
+    cases = [
+        ("3-D (B, L, d_k)", (2, 4, 8), (2, 4, 8), (2, 4, 8), None),
+        ("3-D, L_q=3 != L_k=5, d_v=6", (2, 3, 8), (2, 5, 8), (2, 5, 6), None),
+        ("4-D (B, H, L, d_k)", (2, 3, 4, 8), (2, 3, 4, 8), (2, 3, 4, 8), None),
+        ("4-D, L_q=3 != L_k=6", (2, 2, 3, 8), (2, 2, 6, 8), (2, 2, 6, 4), None),
+        ("causal mask (1, 1, L, L)", (2, 3, 5, 8), (2, 3, 5, 8), (2, 3, 5, 8), causal),
+        ("padding mask (B, 1, 1, L_k)", (3, 2, 4, 8), (3, 2, 6, 8), (3, 2, 6, 8), padding),
+    ]
+    for i, (desc, qs, ks, vs, mask) in enumerate(cases, 1):
+        q, k, v = randn(g, *qs), randn(g, *ks), randn(g, *vs)
+        _sdpa_case(fn, case_label(name, i, len(cases), desc), q, k, v, mask)
+    passed(name, len(cases))
+
+
+def _sdpa_case(fn, label: str, q, k, v, mask: torch.Tensor | None) -> None:
+    """One attention case: call, check the structure, compare, diagnose."""
+    args = (q, k, v) if mask is None else (q, k, v, mask)
+    result = call_learner(fn, label, args, HINTS["sdpa_error"])
+    if isinstance(result, torch.Tensor):
+        raise AssertionError(f"{label}: {HINTS['sdpa_single']} (got shape {tuple(result.shape)})")
+    out, weights = as_tensors(result, label, ("out", "weights"))
+    expected = (O.sdpa_out(q, k, v, mask), O.attention(q, k, v, mask)[1])
+
+    def wrong(**knobs: Any) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        return lambda: O.attention(q, k, v, mask, **knobs)
+
+    d = q.shape[-1]
+    mistakes = [(SOFTMAX_AXIS.format(dim=dim), wrong(softmax_dim=dim)) for dim in (-2, 0, 1)]
+    mistakes += [
+        (HINTS["no_scale"], wrong(scale=1.0)),
+        (HINTS["scale_d"], wrong(scale=1 / d)),
+        (HINTS["scale_mul"], wrong(scale=math.sqrt(d))),
+    ]
+    if mask is not None:
+        mistakes += [(hint, wrong(mask_mode=mode)) for mode, hint in MASK_HINTS.items()]
+        mistakes.append((HINTS["fill_zero"], wrong(fill=0.0)))
+    compare(
+        label,
+        [out, weights],
+        expected,
+        ("out", "weights"),
+        mistakes,
+        shape_hint="out is (..., L_q, d_v) and weights (..., L_q, L_k).",
+        value_hint=HINTS["sdpa_steps"],
     )

@@ -1,4 +1,4 @@
-"""Specifications of course_lib.block_experiments (notebook 08: residuals, LayerNorm, BatchNorm)."""
+"""Specifications of course_lib.lessons.transformer_block (notebook 08: residuals, LayerNorm, BatchNorm)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 matplotlib.use("agg")
 
-from course_lib.block_experiments import (  # noqa: E402
+from course_lib.lessons.transformer_block import (
     SeqBatchNorm,
     SwitchableLayer,
     Tagger,
@@ -165,7 +165,7 @@ def test_pictures_are_titled_and_labelled():
 
 
 def test_smooth_is_a_trailing_moving_average():
-    from course_lib.block_experiments import smooth
+    from course_lib.lessons.transformer_block import smooth
 
     assert smooth([1.0, 3.0, 5.0, 7.0], window=2) == [1.0, 2.0, 4.0, 6.0]
     assert smooth([2.0], window=5) == [2.0]

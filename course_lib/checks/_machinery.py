@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .utils import fmt_shape
+from ..utils import fmt_shape
 
 ATOL = 1e-5  # absolute and relative tolerance of every comparison
 RTOL = 1e-5
@@ -54,7 +54,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "AdditiveAttention",
         "DotAttention",
     ),
-    "course_lib.efficient": (
+    "course_lib.tiled_attention": (
         "online_softmax_step",
         "online_softmax_forward",
         "online_softmax_attention",
@@ -96,7 +96,7 @@ def reference_objects(allow: Iterable[str] = ()) -> dict[int, tuple[Any, str]]:
 
 
 @contextmanager
-def _reference_disabled(
+def reference_disabled(
     allow: Iterable[str] = (), namespaces: Iterable[dict[str, Any]] = ()
 ) -> Iterator[None]:
     """Make course_lib's reference implementations raise while the block runs.
@@ -164,7 +164,7 @@ def call_learner(
     """Call fn(*args) on copies of the inputs, references disabled; explain any exception."""
     args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
     namespaces = [fn.__globals__] if isinstance(getattr(fn, "__globals__", None), dict) else []
-    with _reference_disabled(allow, namespaces):
+    with reference_disabled(allow, namespaces):
         try:
             return fn(*args)
         except NotImplementedError:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checking import (
+from ._machinery import (
     as_tensors,
     call_learner,
     case_label,
@@ -184,7 +184,7 @@ GD_VOCAB = 9  # PAD, BOS, EOS and six symbols 3..8
 
 def _decoding_model(seed: int, eos_bias: float) -> torch.nn.Module:
     """A small random Transformer whose EOS logit is shifted so rows end at different steps."""
-    from .models import Transformer
+    from ..models import Transformer
 
     gen_state = torch.random.get_rng_state()
     try:
@@ -289,7 +289,7 @@ def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> None:
 
 def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None:
     """One decoding case: call, check the structure, compare rows, diagnose."""
-    from .models import Transformer
+    from ..models import Transformer
 
     args = (model, src, max_len, GD_BOS, GD_EOS)
     allow = [qualname for _, qualname in reference_objects().values()]  # the model needs them

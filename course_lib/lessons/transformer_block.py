@@ -1,4 +1,4 @@
-"""Experiments of notebook 08 (the transformer block), kept here so that notebook cells stay short.
+"""Helpers that keep notebook 08's cells short (the transformer block's experiments).
 
 - `SwitchableLayer`: an encoder layer whose residual connections and LayerNorm can be switched
   off or moved (pre-LN, post-LN, none); with both on it is `course_lib.blocks.EncoderLayer`;
@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import MultiHeadAttention
-from .blocks import FeedForward
-from .masks import causal_mask
-from .plots import OKABE_ITO, plot_curves
-from .positional import SinusoidalPositionalEncoding
-from .utils import expect_ndim
+from ..attention import MultiHeadAttention
+from ..blocks import FeedForward
+from ..masks import causal_mask
+from ..plots import OKABE_ITO, plot_curves
+from ..positional import SinusoidalPositionalEncoding
+from ..utils import expect_ndim
 
 NORM_PLACES = ("pre", "post", "none")
 

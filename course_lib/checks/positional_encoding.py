@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
-from ._checking import (
+from . import _answers as O
+from ._hints import HINTS
+from ._machinery import (
     as_tensors,
     call_learner,
     case_label,
@@ -124,3 +126,40 @@ def _rope_case(fn, label: str, x: torch.Tensor) -> None:
     shape_hint = "RoPE keeps the shape of x: (..., L, d) in, (..., L, d) out."
     expected = rope_oracle(x)
     compare(label, [out], [expected], ("the output",), mistakes, shape_hint, ROPE_HINTS["formula"])
+
+
+@isolated
+def check_sinusoidal_encoding(fn: Callable[[int, int], torch.Tensor]) -> None:
+    """Check fn(max_len, d_model) -> (max_len, d_model) table of the paper's encoding."""
+    name = "sinusoidal_encoding"
+    require_callable(fn, name)
+    cases = [(10, 8), (24, 16), (40, 32)]
+    for i, (L, D) in enumerate(cases, 1):
+        _sinusoid_case(fn, case_label(name, i, len(cases), f"max_len={L}, d_model={D}"), L, D)
+    passed(name, len(cases))
+
+
+def _sinusoid_case(fn, label: str, L: int, D: int) -> None:
+    """One sinusoidal_encoding case."""
+    hint = "build the (max_len, d_model) table from positions (max_len, 1) and frequencies"
+    (pe,) = as_tensors(call_learner(fn, label, (L, D), hint), label, ("the table",))
+    expected = O.sinusoid_loop(L, D)
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: O.sinusoid(L, D, **knobs)
+
+    mistakes = [
+        (HINTS["pe_swapped"], wrong(first="cos")),
+        (HINTS["pe_halves"], wrong(layout="halves")),
+        (HINTS["pe_halves"] + ", sin first", wrong(layout="halves", first="cos")),
+        (HINTS["pe_exp_i"], wrong(exponent="i")),
+        (HINTS["pe_exp_j"], wrong(exponent="j")),
+        (HINTS["pe_multiply"], wrong(divide=False)),
+        (HINTS["pe_batch"], lambda: expected[None]),
+    ]
+    mistakes += [
+        (f"wrong base: the paper uses 10000, your table matches base {b:g}", wrong(base=b))
+        for b in (1000.0, 100.0, 100000.0, 10.0, float(D), float(L))
+    ]
+    shape_hint = "One row per position, one column per dimension."
+    compare(label, [pe], [expected], ("the table",), mistakes, shape_hint, HINTS["pe_formula"])

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checking import (
+from ._machinery import (
     as_tensors,
     call_learner,
     case_label,

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checking import (
+from ._machinery import (
     as_tensors,
     call_learner,
     case_label,

@@ -1,10 +1,9 @@
-"""Experiments of Part I (notebooks 01-02), kept here so that notebook cells stay short.
+"""Helpers that keep notebook 01's cells short (02 reuses the reversal task).
 
 - gradients through time: ||d h_T / d h_t|| for RNN, LSTM and GRU cells;
 - what runs one step after another: the critical path of the autograd graph, matmul FLOPs, timing;
-- a memory task (remember the first symbol) for RNN vs LSTM vs GRU.
-
-The encoder-decoder experiments (the reverse task) are in `course_lib.reverse_task`.
+- a memory task (remember the first symbol) for RNN vs LSTM vs GRU;
+- the reversal task: a GRU encoder-decoder without attention, accuracy by length and position.
 """
 
 from __future__ import annotations
@@ -16,6 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.func import jacrev, vmap
+
+from ..data import CharVocab, reverse_pairs
+from ..rnn import Seq2SeqRNN
+from ..training import exact_match_by, train_seq2seq, translate
 
 CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -352,3 +355,69 @@ __all__ = [
     "train_memory_task",
     "unroll",
 ]
+
+
+REVERSE_ALPHABET = "abcdefghij"
+
+
+def reverse_vocab() -> CharVocab:
+    """The vocabulary of the reverse task: PAD, BOS, EOS, UNK and the letters a-j."""
+    return CharVocab(REVERSE_ALPHABET)
+
+
+def reverse_test_pairs(lengths: Sequence[int], n_per_length: int = 100, seed: int = 10_000):
+    """n_per_length fresh (source, reversed) pairs at each length, for accuracy by length."""
+    pairs = []
+    for length in lengths:
+        pairs += reverse_pairs(n_per_length, length, length, seed=seed + length)
+    return pairs
+
+
+def reverse_experiment(
+    attention: str | None = None,
+    bidirectional: bool = False,
+    steps: int = 400,
+    max_len: int = 16,
+    hidden: int = 64,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    n_train: int = 20_000,
+    seed: int = 0,
+    eval_lengths: Sequence[int] | None = None,
+    progress: bool = False,
+):
+    """Train Seq2SeqRNN on reversing strings of length 1..max_len; -> (model, history, acc).
+
+    acc maps each length in eval_lengths (default 2, 4, ..., max_len) to exact-match accuracy
+    on 100 unseen strings. The same arguments give the same numbers (notebooks 01 and 02 share it).
+    """
+    vocab = reverse_vocab()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Seq2SeqRNN(
+            len(vocab), emb=32, hidden=hidden, attention=attention,
+            bidirectional_encoder=bidirectional, pad_id=vocab.pad_id,
+        )  # fmt: skip
+    train = reverse_pairs(n_train, 1, max_len, seed=seed)
+    history = train_seq2seq(
+        model, train, vocab, steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress
+    )
+    lengths = list(eval_lengths) if eval_lengths is not None else list(range(2, max_len + 1, 2))
+    acc = exact_match_by(model, reverse_test_pairs(lengths), vocab, key_fn=lambda p: len(p[0]))
+    return model, history, acc
+
+
+def accuracy_by_position(
+    model: nn.Module, pairs: Sequence[Sequence[str]], vocab: CharVocab
+) -> list[float]:
+    """For each output position i, the fraction of pairs whose greedy output has the right
+    character there (pairs of one target length; a too-short output counts as wrong)."""
+    n = len(pairs[0][1])
+    if any(len(p[1]) != n for p in pairs):
+        raise ValueError("accuracy_by_position needs targets of one length; group pairs first")
+    outs = translate(model, [p[0] for p in pairs], vocab, max_len=n + 4)
+    hits = [0] * n
+    for out, (_, target) in zip(outs, pairs, strict=True):
+        for i in range(min(n, len(out))):
+            hits[i] += out[i] == target[i]
+    return [h / len(pairs) for h in hits]

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checking import (
+from . import _answers as O
+from ._hints import HINTS
+from ._machinery import (
     as_tensors,
     call_learner,
     case_label,
@@ -93,3 +95,36 @@ def _jacobian_case(fn, label: str, h_new, w_hh, expected) -> None:
 
 
 __all__ = ["check_rnn_step_jacobian"]
+
+
+@isolated
+def check_rnn_cell(fn: Callable[..., torch.Tensor]) -> None:
+    """Check fn(x (B, I), h (B, H), W_ih (H, I), W_hh (H, H), b_ih, b_hh) -> h' (B, H)."""
+    name = "rnn_cell"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(6)
+    cases = [(2, 3, 4), (3, 5, 5), (1, 4, 6)]
+    for i, (B, n_in, H) in enumerate(cases, 1):
+        args = (randn(g, B, n_in), randn(g, B, H), randn(g, H, n_in) / math.sqrt(n_in))
+        args += (randn(g, H, H) / math.sqrt(H), 0.5 * randn(g, H), 0.5 * randn(g, H))
+        _rnn_case(fn, case_label(name, i, len(cases), f"B={B}, I={n_in}, H={H}"), args)
+    passed(name, len(cases))
+
+
+def _rnn_case(fn, label: str, args: tuple[torch.Tensor, ...]) -> None:
+    """One RNN step, compared with nn.RNNCell."""
+    (out,) = as_tensors(call_learner(fn, label, args, HINTS["rnn_error"]), label, ("h'",))
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: O.rnn_cell(*args, **knobs)
+
+    mistakes = [
+        (HINTS["rnn_no_tanh"], wrong(act=lambda z: z)),
+        (HINTS["rnn_relu"], wrong(act=torch.relu)),
+        (HINTS["rnn_no_transpose"], wrong(t_ih=False, t_hh=False)),
+        (HINTS["rnn_no_transpose"], wrong(t_hh=False)),
+        (HINTS["rnn_no_transpose"], wrong(t_ih=False)),
+        (HINTS["rnn_no_hidden"], wrong(hidden=False)),
+    ]
+    mistakes += [(HINTS["rnn_bias"], wrong(bias=b)) for b in ((0, 1), (1, 0), (0, 0))]
+    compare(label, [out], [O.rnn_cell_torch(*args)], ("h'",), mistakes, "h' is (B, H).")

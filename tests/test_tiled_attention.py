@@ -1,4 +1,4 @@
-"""Specifications of course_lib.efficient: tiled attention is exact, the memory counters count."""
+"""Specifications of course_lib.tiled_attention and course_lib.lessons.efficiency: tiled attention is exact, the memory counters count."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import checks
-from course_lib.efficient import (
+from course_lib.lessons.efficiency import (
     ATTENTION_IMPLS,
     MemoryTracker,
     measure_attention,
     median_time,
+    saved_tensor_bytes,
+)
+from course_lib.tiled_attention import (
     online_softmax_attention,
     online_softmax_forward,
     online_softmax_step,
-    saved_tensor_bytes,
 )
 
 

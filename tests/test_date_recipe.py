@@ -1,4 +1,4 @@
-"""Specifications of course_lib.translation: the date-model recipe and the inspection helpers."""
+"""Specifications of course_lib.date_recipe and the inspection helpers of lessons 07 and 09."""
 
 from __future__ import annotations
 
@@ -7,14 +7,9 @@ import torch
 
 from course_lib.data import date_vocab
 from course_lib.training import translate
-from course_lib.translation import (
-    DATE_MODEL,
-    attention_maps,
-    build_date_model,
-    decoding_steps,
-    sequence_log_prob,
-    train_date_model,
-)
+from course_lib.date_recipe import DATE_MODEL, build_date_model, train_date_model
+from course_lib.lessons.cross_attention import attention_maps
+from course_lib.lessons.full_transformer import decoding_steps, sequence_log_prob
 
 VOCAB = date_vocab()
 

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checking import (
+from . import _answers as O
+from ._hints import HINTS
+from ._machinery import (
     as_tensors,
     call_learner,
     case_label,
@@ -192,3 +194,47 @@ def _encoder_case(fn, label: str, layer: nn.TransformerEncoderLayer, x, mask) ->
         "out has the shape of x, (B, L, D).",
         h["steps"],
     )
+
+
+@isolated
+def check_layer_norm(fn: Callable[..., torch.Tensor]) -> None:
+    """Check fn(x (B, L, D), gamma (D,), beta (D,), eps=1e-5) against nn.LayerNorm."""
+    name = "layer_norm"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(5)
+    cases = [
+        ("x (2, 5, 8)", (2, 5, 8), 1.0, 0.0, 1e-5),
+        ("x (3, 4, 6), scaled and shifted", (3, 4, 6), 3.0, 2.0, 1e-5),
+        ("x (2, 3, 8), tiny variance", (2, 3, 8), 0.01, 0.0, 1e-5),
+        ("x (2, 4, 8), tiny variance, eps=1e-3", (2, 4, 8), 0.01, 1.0, 1e-3),
+    ]
+    for i, (desc, shape, scale, shift, eps) in enumerate(cases, 1):
+        x = randn(g, *shape) * scale + shift
+        gamma, beta = 1 + 0.5 * randn(g, shape[-1]), 0.5 * randn(g, shape[-1])
+        _layer_norm_case(fn, case_label(name, i, len(cases), desc), x, gamma, beta, eps)
+    passed(name, len(cases))
+
+
+def _layer_norm_case(fn, label: str, x, gamma, beta, eps: float) -> None:
+    """One layer_norm case, compared with F.layer_norm."""
+    hint = "mean and var over the last axis with keepdim=True keep them broadcastable"
+    result = call_learner(fn, label, (x, gamma, beta, eps), hint)
+    (out,) = as_tensors(result, label, ("the output",))
+    expected = torch.nn.functional.layer_norm(x, x.shape[-1:], gamma, beta, eps)
+
+    def wrong(gamma=gamma, beta=beta, eps=eps, **knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: O.layer_norm(x, gamma, beta, eps, **knobs)
+
+    mistakes = [(HINTS["ln_batchnorm"], wrong(dims=d)) for d in ((0,), (1,), (0, 1), (0, 1, 2))]
+    mistakes += [
+        (HINTS["ln_unbiased"], wrong(unbiased=True)),
+        (HINTS["ln_eps_outside"], wrong(eps_where="outside")),
+        (HINTS["ln_std"], wrong(unbiased=True, eps_where="outside")),
+        (HINTS["ln_no_eps"], wrong(eps_where="none")),
+        (HINTS["ln_fixed_eps"], wrong(eps=1e-5)),
+        (HINTS["ln_no_affine"], wrong(gamma=None, beta=None)),
+        (HINTS["ln_no_beta"], wrong(beta=None)),
+        (HINTS["ln_no_gamma"], wrong(gamma=None)),
+        (HINTS["ln_swapped"], wrong(gamma=beta, beta=gamma)),
+    ]
+    compare(label, [out], [expected], ("the output",), mistakes, "Same shape as x.")

@@ -1,4 +1,4 @@
-"""Generating text with a trained GPT and measuring it: notebook 10's experiment helpers.
+"""Helpers that keep notebook 10's cells short: generate text with a trained GPT and measure it.
 
 `continue_text` samples continuations of a prompt; `distinct_ngram_ratio` and `known_word_rate`
 put numbers on "repetitive" and "made-up words"; `complete_line` runs greedy decoding or beam
@@ -15,10 +15,10 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
 
-from .data import CharVocab
-from .gpt import GPT
-from .plots import to_numpy, token_label
-from .sampling import next_token_probs
+from ..data import CharVocab
+from ..gpt import GPT
+from ..plots import to_numpy, token_label
+from ..sampling import next_token_probs
 
 WORD = re.compile(r"[A-Za-z]+")
 
@@ -165,7 +165,7 @@ def sampling_explorer(
     generation of n_chars characters with the KV cache."""
     from ipywidgets import Text
 
-    from .widgets import explorer, log_slider, slider
+    from ..widgets import explorer, log_slider, slider
 
     def render(prompt: str, temperature: float, top_k: int, top_p: float, seed: int) -> None:
         k = None if top_k == 0 else top_k

@@ -1,0 +1,130 @@
+"""The checks of notebook 04 (multi-head attention): split_heads, merge_heads, multi-head attention.
+
+Public through `course_lib.checks`; `_machinery` explains how a check works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from . import _answers as O
+from ._hints import HINTS, SOFTMAX_AXIS
+from ._machinery import (
+    as_tensors,
+    call_learner,
+    case_label,
+    compare,
+    isolated,
+    passed,
+    randn,
+    require_callable,
+)
+
+
+@isolated
+def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+    """Check fn(x (B, L, D), num_heads) -> (B, H, L, D/H)."""
+    name = "split_heads"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(1)
+    cases = [(2, 5, 12, 3), (3, 4, 8, 2), (1, 6, 16, 4)]
+    for i, (B, L, D, H) in enumerate(cases, 1):
+        label = case_label(name, i, len(cases), f"x {(B, L, D)}, num_heads={H}")
+        _split_case(fn, label, randn(g, B, L, D), H)
+    passed(name, len(cases))
+
+
+def _split_case(fn, label: str, x: torch.Tensor, H: int) -> None:
+    """One split_heads case."""
+    B, L, D = x.shape
+    d = D // H
+    hint = f"x is (B, L, D) with D = num_heads * d_k; {HINTS['contiguous']}"
+    (out,) = as_tensors(call_learner(fn, label, (x, H), hint), label, ("the output",))
+    mistakes = [
+        (HINTS["split_no_transpose"], lambda: x.reshape(B, H, L, d)),
+        (HINTS["split_wrong_axis"], lambda: x.reshape(B, L, d, H).permute(0, 3, 1, 2)),
+        (HINTS["split_blhd"], lambda: x.reshape(B, L, H, d)),
+    ]
+    shape_hint = "split_heads maps (B, L, D) to (B, H, L, D/H)."
+    compare(label, [out], [O.split_heads(x, H)], ("the output",), mistakes, shape_hint)
+
+
+@isolated
+def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Check fn(x (B, H, L, d_k)) -> (B, L, H*d_k), the inverse of split_heads."""
+    name = "merge_heads"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(2)
+    cases = [(2, 3, 5, 4), (3, 2, 4, 4), (1, 4, 6, 2)]
+    for i, shape in enumerate(cases, 1):
+        _merge_case(fn, case_label(name, i, len(cases), f"x {shape}"), randn(g, *shape))
+    passed(name, len(cases))
+
+
+def _merge_case(fn, label: str, x: torch.Tensor) -> None:
+    """One merge_heads case."""
+    B, H, L, d = x.shape
+    (out,) = as_tensors(call_learner(fn, label, (x,), HINTS["contiguous"]), label, ("the output",))
+    mistakes = [
+        (HINTS["merge_no_transpose"], lambda: x.reshape(B, L, H * d)),
+        (HINTS["merge_order"], lambda: x.permute(0, 2, 3, 1).reshape(B, L, H * d)),
+        (HINTS["merge_no_reshape"], lambda: x.transpose(1, 2)),
+    ]
+    shape_hint = "merge_heads maps (B, H, L, d_k) to (B, L, H*d_k)."
+    compare(label, [out], [O.merge_heads(x)], ("the output",), mistakes, shape_hint)
+
+
+MHA_ALLOWED = (
+    "course_lib.attention.scaled_dot_product_attention",
+    "course_lib.attention.split_heads",
+    "course_lib.attention.merge_heads",
+)
+
+
+@isolated
+def check_multi_head_attention(fn: Callable[..., Any]) -> None:
+    """Check fn(x (B, L, D), w_q, w_k, w_v, w_o, num_heads) -> out (B, L, D), self-attention.
+
+    w_* are nn.Linear(D, D) with bias; returning (out, weights) is accepted too. Your function
+    may use course_lib's scaled_dot_product_attention, split_heads and merge_heads (earlier
+    exercises), but not course_lib.attention.MultiHeadAttention.
+    """
+    name = "multi_head_attention"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(4)
+    cases = [(2, 5, 12, 3), (1, 4, 8, 2), (3, 6, 16, 4)]
+    for i, (B, L, D, H) in enumerate(cases, 1):
+        label = case_label(name, i, len(cases), f"x {(B, L, D)}, num_heads={H}")
+        x = randn(g, B, L, D)
+        _mha_case(fn, label, x, [O.random_linear(g, D, D) for _ in range(4)], H)
+    passed(name, len(cases))
+
+
+def _mha_case(fn, label: str, x: torch.Tensor, lins: list, H: int) -> None:
+    """One multi-head attention case, compared with nn.MultiheadAttention."""
+    D = x.shape[-1]
+    result = call_learner(fn, label, (x, *lins, H), HINTS["mha_error"], allow=MHA_ALLOWED)
+    if isinstance(result, tuple | list) and len(result) == 2:
+        result = result[0]  # (out, weights) is fine too
+    (out,) = as_tensors(result, label, ("the output",))
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: O.mha(x, lins, H, **knobs)
+
+    mistakes = [
+        (HINTS["mha_no_proj"], wrong(project=False)),
+        (HINTS["mha_single"], lambda: O.single_head(x, lins, D)),
+        (HINTS["mha_single"], lambda: O.single_head(x, lins, D // H)),
+        (HINTS["mha_transpose"], wrong(split_ok=False)),
+        (HINTS["mha_transpose"], wrong(merge_ok=False)),
+        (HINTS["mha_transpose"], wrong(split_ok=False, merge_ok=False)),
+        (HINTS["mha_no_scale"], wrong(scale="none")),
+        (HINTS["mha_scale_d_model"], wrong(scale="d_model")),
+        (SOFTMAX_AXIS.format(dim=-2), wrong(softmax_dim=-2)),
+    ]
+    expected = O.torch_mha(x, lins, H)
+    shape_hint = "The output has the input's shape (B, L, D)."
+    compare(label, [out], [expected], ("the output",), mistakes, shape_hint)
