@@ -17,24 +17,25 @@ STEPS ?= 800
 BROWSER_TIMEOUT ?= 600
 BROWSER_STAMP := $(VENV)/.browser-installed
 
-.PHONY: lab test unit notebooks lint format clean help student grade slides rise test-browser train-ddp
+.PHONY: lab lab-lecturer install book test unit notebooks lint format clean help student grade slides rise test-browser train-ddp
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
+# The install steps live in tools/course.py (stdlib only), which is also the no-`make` path:
+# `python tools/course.py lab|test|install`.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "Attention course (.venv)" >/dev/null
-	@touch $(STAMP)
+	$(PYTHON) tools/course.py install --force --venv "$(VENV)" --torch "$(TORCH_SPEC)" --kernel $(KERNEL_NAME)
 
 install: $(STAMP)  ## create .venv and install the course (idempotent)
 
-# `env -u MPLBACKEND`: the agg exported above is for tests; the lab's kernels need inline figures.
+# tools/course.py: --allow-root as root, --ip=0.0.0.0 in a container (IP= overrides), no browser
+# without a display (the URL is printed), nbgrader's panels off; MPLBACKEND unset for the kernels.
 lab: $(STAMP)  ## open the course in JupyterLab at the welcome notebook
-	env -u MPLBACKEND $(VENV)/bin/jupyter lab --port=$(PORT) notebooks/00_welcome.ipynb
+	$(PY) tools/course.py lab --no-install --venv "$(VENV)" --port $(PORT) $(if $(IP),--ip $(IP))
+
+lab-lecturer: $(STAMP)  ## JupyterLab with nbgrader's Formgrader in build/grading/ (runs the student build first)
+	$(PY) tools/course.py lab --lecturer --no-install --venv "$(VENV)" --port $(PORT) $(if $(IP),--ip $(IP))
 
 test: $(STAMP)  ## run every test: lint, unit tests, then every notebook under nbval
 	$(VENV)/bin/ruff check course_lib tests benchmarks grading
