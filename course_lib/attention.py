@@ -20,6 +20,16 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() < 2:
             raise ValueError(f"{name} must be a tensor of shape (..., L, d), got {t!r:.60}")
+        if not t.is_floating_point():
+            raise ValueError(
+                f"{name} must be floating point, got dtype {t.dtype} with shape "
+                f"{fmt_shape(t.shape)}; attention mixes feature vectors, so embed token ids first"
+            )
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(
+            f"q, k and v must share one dtype, got {q.dtype}, {k.dtype} and {v.dtype}; "
+            "cast them with .to(q.dtype), or compute all three inside the same torch.autocast"
+        )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must share their last dimension d_k: q {fmt_shape(q.shape)} vs "
@@ -30,6 +40,14 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             f"k and v must have the same number of positions L_k: k {fmt_shape(k.shape)} vs "
             f"v {fmt_shape(v.shape)}; keys and values come from the same sequence"
         )
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)} and v {fmt_shape(v.shape)} have "
+            "different batch (or head) sizes before the last two axes; they should come from "
+            "the same batch of sentences"
+        ) from None
 
 
 def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
@@ -54,6 +72,20 @@ def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
     return mask
 
 
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax over the last axis, only over positions where mask is True (True = may attend).
+
+    A row with no allowed position gets all-zero weights, never NaN (softmax of all -inf is
+    0/0). mask must broadcast to scores.
+    """
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    empty_rows = ~mask.any(dim=-1, keepdim=True)  # (..., 1): nothing to attend to
+    weights = torch.softmax(scores.masked_fill(empty_rows, 0.0), dim=-1)
+    return weights.masked_fill(empty_rows, 0.0)
+
+
 def scaled_dot_product_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -71,15 +103,9 @@ def scaled_dot_product_attention(
     d_k = q.shape[-1]
     # scale the (L_q, d_k) queries rather than the (L_q, L_k) scores: same maths, less memory traffic
     scores = (q / math.sqrt(d_k)) @ k.transpose(-2, -1)  # (..., L_q, L_k)
-    empty_rows = None
     if mask is not None:
         mask = _check_mask(mask, scores.shape)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        empty_rows = ~mask.any(dim=-1, keepdim=True)  # (..., L_q, 1): nothing to attend to
-        scores = scores.masked_fill(empty_rows, 0.0)  # avoid softmax of all -inf = NaN
-    weights = torch.softmax(scores, dim=-1)  # (..., L_q, L_k), each row sums to 1
-    if empty_rows is not None:
-        weights = weights.masked_fill(empty_rows, 0.0)
+    weights = masked_softmax(scores, mask)  # (..., L_q, L_k), each row sums to 1 (or is empty)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p, training=True)
     out = weights @ v  # (..., L_q, d_v)
@@ -90,8 +116,13 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, L, D) -> (B, H, L, D/H): reshape the feature axis into heads, then bring H forward."""
     expect_ndim("x", x, 3, "(B, L, D)")
     B, L, D = x.shape
+    if not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
     if D % num_heads != 0:
-        raise ValueError(f"d_model={D} is not divisible by num_heads={num_heads}")
+        raise ValueError(
+            f"d_model={D} is not divisible by num_heads={num_heads}; "
+            "each head gets d_k = d_model / num_heads features"
+        )
     return x.view(B, L, num_heads, D // num_heads).transpose(1, 2)  # (B, H, L, d_k)
 
 
@@ -132,13 +163,17 @@ class MultiHeadAttention(nn.Module):
         With need_weights=False the fused `F.scaled_dot_product_attention` does the work
         (same result, less memory) and weights is None.
         """
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            expect_ndim(name, t, 3, "(B, L, d_model)")
-            if t.shape[-1] != self.d_model:
-                raise ValueError(
-                    f"{name} has {t.shape[-1]} features but this layer expects "
-                    f"d_model={self.d_model}: shape {fmt_shape(t.shape)}"
-                )
+        self._check_inputs(query=query, key=key, value=value)
+        if not query.shape[0] == key.shape[0] == value.shape[0]:
+            raise ValueError(
+                f"query {fmt_shape(query.shape)}, key {fmt_shape(key.shape)} and value "
+                f"{fmt_shape(value.shape)} must have the same batch size B"
+            )
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(
+                f"key {fmt_shape(key.shape)} and value {fmt_shape(value.shape)} must have the "
+                "same length L_k; keys and values come from the same sequence"
+            )
         q = split_heads(self.w_q(query), self.num_heads)  # (B, H, L_q, d_k)
         k = split_heads(self.w_k(key), self.num_heads)  # (B, H, L_k, d_k)
         v = split_heads(self.w_v(value), self.num_heads)  # (B, H, L_k, d_k)
@@ -148,6 +183,23 @@ class MultiHeadAttention(nn.Module):
         else:
             out, weights = _fused_attention(q, k, v, mask, p), None
         return self.w_o(merge_heads(out)), weights  # (B, L_q, D)
+
+    def _check_inputs(self, **inputs: torch.Tensor) -> None:
+        """Raise a ValueError unless each input is (B, L, d_model) in the layer's dtype."""
+        weight = self.w_q.weight
+        for name, t in inputs.items():
+            expect_ndim(name, t, 3, "(B, L, d_model)")
+            if t.shape[-1] != self.d_model:
+                raise ValueError(
+                    f"{name} has {t.shape[-1]} features but this layer expects "
+                    f"d_model={self.d_model}: shape {fmt_shape(t.shape)}"
+                )
+            if t.dtype != weight.dtype and not torch.is_autocast_enabled(t.device.type):
+                raise ValueError(
+                    f"{name} has dtype {t.dtype} but the layer's weights are {weight.dtype}; "
+                    "convert one to the other (x.to(torch.float32) or model.to(x.dtype)), "
+                    "or run the model inside torch.autocast for mixed precision"
+                )
 
     @torch.no_grad()
     def load_from_torch(self, other: nn.MultiheadAttention) -> MultiHeadAttention:

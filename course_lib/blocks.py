@@ -45,6 +45,13 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) -> (B, L, D); every position is transformed independently."""
+        d_model = self.linear1.in_features
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != d_model:
+            shape = fmt_shape(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"x must end in d_model={d_model} features, got {shape}; "
+                "the feed-forward network reads one d_model-wide vector per position"
+            )
         h = self.dropout(self.activation(self.linear1(x)))  # (B, L, d_ff)
         return self.linear2(h)  # (B, L, D)
 

@@ -24,7 +24,7 @@ from .blocks import FeedForward
 from .masks import causal_mask
 from .positional import sinusoidal_encoding
 from .sampling import sample_next
-from .utils import evaluating, expect_ndim, fmt_shape
+from .utils import check_token_ids, evaluating, fmt_shape
 
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's (keys, values), each (B, H, T, d_k)
 PastKV = tuple[KV, ...]  # one (k, v) pair per layer
@@ -43,6 +43,7 @@ class CausalSelfAttention(MultiHeadAttention):
 
     def forward(self, x: torch.Tensor, past_kv: KV | None = None) -> tuple[torch.Tensor, KV]:
         """x (B, T, D), past (k, v) (B, H, T_past, d_k) -> (out (B, T, D), (k, v) of all T_past + T)."""
+        self._check_inputs(x=x)
         q = split_heads(self.w_q(x), self.num_heads)  # (B, H, T, d_k)
         k = split_heads(self.w_k(x), self.num_heads)  # (B, H, T, d_k)
         v = split_heads(self.w_v(x), self.num_heads)
@@ -161,9 +162,7 @@ class GPT(nn.Module):
 
     def _check(self, idx: torch.Tensor, past_kv: PastKV | None) -> int:
         """Validate the input ids and the cache; return the number of cached positions."""
-        expect_ndim("idx", idx, 2, "(B, T) of token ids")
-        if idx.dtype.is_floating_point or idx.dtype == torch.bool:
-            raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        check_token_ids("idx", idx, self.vocab_size)
         past_len = 0
         if past_kv is not None:
             if len(past_kv) != len(self.blocks):
@@ -184,6 +183,21 @@ class GPT(nn.Module):
                 "keep only the last max_len tokens (generate does this for you)"
             )
         return past_len
+
+    def _check_targets(self, targets: torch.Tensor) -> None:
+        """Raise a ValueError unless every target is a token id in [0, V) or the ignore mark -100."""
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}")
+        real = targets[targets != -100]  # -100 marks positions to ignore
+        if real.numel() == 0:
+            return
+        lo, hi = (int(t) for t in torch.aminmax(real))
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(
+                f"targets contains the token id {lo if lo < 0 else hi}, but the vocabulary has "
+                f"{self.vocab_size} ids (0 to {self.vocab_size - 1}; -100 marks positions to "
+                "ignore); were the targets made with a vocabulary from another data set?"
+            )
 
     def forward(
         self,
@@ -214,6 +228,7 @@ class GPT(nn.Module):
                     f"targets {fmt_shape(targets.shape)} must have the shape of idx "
                     f"{fmt_shape(idx.shape)}: one next token per input position"
                 )
+            self._check_targets(targets)
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
         return (logits, loss, tuple(present)) if use_cache else (logits, loss)
 
@@ -258,9 +273,9 @@ class GPT(nn.Module):
         step falls back to re-reading the window (a learned position table has no slot past
         max_len). Both paths give the same tokens.
         """
-        self._check(idx[:, -self.max_len :], None)
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        check_token_ids("idx", idx, self.vocab_size)  # also refuses an empty prompt or batch
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         with evaluating(self):
             past = None
             for _ in range(max_new_tokens):
@@ -277,6 +292,12 @@ class GPT(nn.Module):
     @torch.no_grad()
     def log_prob(self, idx: torch.Tensor, start: int) -> torch.Tensor:
         """idx (B, T) -> (B,): sum over t >= start of log p(idx[:, t] | idx[:, :t]) (start >= 1)."""
+        check_token_ids("idx", idx, self.vocab_size)
+        if idx.shape[1] < 2:
+            raise ValueError(
+                f"idx has shape {fmt_shape(idx.shape)}: log_prob needs at least 2 tokens, "
+                "because the first one has no context to be predicted from"
+            )
         if not 1 <= start <= idx.shape[1]:
             raise ValueError(f"start must be in 1..T={idx.shape[1]}, got {start}")
         with evaluating(self):

@@ -15,19 +15,9 @@ from torch import nn
 from .blocks import DecoderLayer, EncoderLayer
 from .masks import decoder_mask, padding_mask
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from .utils import evaluating, expect_ndim, fmt_shape
+from .utils import check_token_ids, evaluating, fmt_shape
 
 POSITIONAL = {"sinusoidal": SinusoidalPositionalEncoding, "learned": LearnedPositionalEmbedding}
-
-
-def _check_tokens(name: str, tokens: torch.Tensor) -> None:
-    """Raise a ValueError unless `tokens` is a (B, L) tensor of integer token ids."""
-    expect_ndim(name, tokens, 2, "(B, L) of token ids")
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-        raise ValueError(
-            f"{name} must hold integer token ids, got dtype {tokens.dtype} with shape "
-            f"{fmt_shape(tokens.shape)}; pass the ids, not embeddings or a mask"
-        )
 
 
 def _check_config(d_model: int, num_heads: int, positional: str) -> None:
@@ -106,7 +96,7 @@ class Transformer(nn.Module):
 
     def encode(self, src: torch.Tensor) -> torch.Tensor:
         """src (B, L_s) ids -> memory (B, L_s, D); PAD positions are never attended to."""
-        _check_tokens("src", src)
+        check_token_ids("src", src, self.src_embed.num_embeddings)
         mask = padding_mask(src, self.pad_id)  # (B, 1, 1, L_s)
         x = self.embed(src, self.src_embed)  # (B, L_s, D)
         for layer in self.encoder:
@@ -115,9 +105,14 @@ class Transformer(nn.Module):
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """tgt_in (B, L_t) ids, memory (B, L_s, D), src (B, L_s) ids -> logits (B, L_t, V_tgt)."""
-        _check_tokens("tgt_in", tgt_in)
-        _check_tokens("src", src)
-        if memory.dim() != 3 or memory.shape[:2] != src.shape or tgt_in.shape[0] != src.shape[0]:
+        check_token_ids("tgt_in", tgt_in, self.tgt_embed.num_embeddings)
+        check_token_ids("src", src, self.src_embed.num_embeddings)
+        if (
+            not isinstance(memory, torch.Tensor)
+            or memory.dim() != 3
+            or memory.shape[:2] != src.shape
+            or tgt_in.shape[0] != src.shape[0]
+        ):
             raise ValueError(
                 f"memory {fmt_shape(memory.shape)} must be (B, L_s, D) for src "
                 f"{fmt_shape(src.shape)} and tgt_in {fmt_shape(tgt_in.shape)} must have the same "
@@ -134,13 +129,19 @@ class Transformer(nn.Module):
         """Teacher forcing: src (B, L_s), tgt_in (B, L_t) = BOS + target[:-1] -> (B, L_t, V_tgt)."""
         return self.decode(tgt_in, self.encode(src), src)
 
-    def _check_decoding(self, src: torch.Tensor, max_len: int) -> None:
+    def _check_decoding(self, src: torch.Tensor, max_len: int, bos_id: int) -> None:
         """Validate the arguments shared by greedy and beam decoding."""
-        _check_tokens("src", src)
-        if not 1 <= max_len <= self.max_len:
+        check_token_ids("src", src, self.src_embed.num_embeddings)
+        if not isinstance(max_len, int) or not 1 <= max_len <= self.max_len:
             raise ValueError(
                 f"max_len={max_len} must be between 1 and the model's max_len={self.max_len} "
                 "(the decoder input BOS + max_len-1 tokens must fit the position table)"
+            )
+        V = self.tgt_embed.num_embeddings
+        if not 0 <= bos_id < V:
+            raise ValueError(
+                f"bos_id={bos_id} is not in the target vocabulary of {V} ids; "
+                "pass the BOS id of the vocabulary the model was trained with"
             )
 
     def greedy_decode(
@@ -151,7 +152,7 @@ class Transformer(nn.Module):
         The output excludes BOS, includes EOS, and is PAD after EOS; decoding stops once every
         sequence has produced EOS. Runs in eval mode without gradients.
         """
-        self._check_decoding(src, max_len)
+        self._check_decoding(src, max_len, bos_id)
         with evaluating(self):
             memory = self.encode(src)  # (B, L_s, D)
             ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)
@@ -180,7 +181,7 @@ class Transformer(nn.Module):
         finished and the beam shrinks by one. The winner maximises
         log p / ((5 + len) / 6) ** length_penalty. With beam_size=1 this is greedy decoding.
         """
-        self._check_decoding(src, max_len)
+        self._check_decoding(src, max_len, bos_id)
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         with evaluating(self):
@@ -267,7 +268,7 @@ class EncoderTagger(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L) ids -> logits (B, L, num_classes)."""
-        _check_tokens("tokens", tokens)
+        check_token_ids("tokens", tokens, self.embed.num_embeddings)
         mask = None if self.pad_id is None else padding_mask(tokens, self.pad_id)  # (B, 1, 1, L)
         x = self.pos(self.embed(tokens) * math.sqrt(self.d_model))  # (B, L, D)
         for layer in self.layers:
@@ -315,4 +316,3 @@ def ablated_heads(heads: list[tuple[nn.Module, int]]) -> Iterator[None]:
     finally:
         for hook in hooks:
             hook.remove()
-

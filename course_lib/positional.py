@@ -23,6 +23,22 @@ def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0) -> to
     return pe
 
 
+def _check_embeddings(x: torch.Tensor, d_model: int) -> None:
+    """Raise a ValueError unless x is a batch (B, L, d_model) of embeddings."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, L, D), got {type(x).__name__}")
+    if x.dim() != 3:
+        hint = "; for one sequence add a batch axis first: x[None]" if x.dim() == 2 else ""
+        raise ValueError(
+            f"x should have 3 dimensions (B, L, D), got shape {fmt_shape(x.shape)}{hint}"
+        )
+    if x.shape[-1] != d_model:
+        raise ValueError(
+            f"x has {x.shape[-1]} features but this encoding was built for d_model={d_model}: "
+            f"shape {fmt_shape(x.shape)}; build it with the embedding width"
+        )
+
+
 class SinusoidalPositionalEncoding(nn.Module):
     """Adds the fixed sinusoidal table to (B, L, D) embeddings; nothing here is learned."""
 
@@ -33,6 +49,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) -> x + PE[:L]."""
+        _check_embeddings(x, self.pe.shape[1])
         L, max_len = x.shape[1], self.pe.shape[0]
         if L > max_len:
             raise ValueError(f"sequence length {L} exceeds max_len={max_len} of this encoding")
@@ -50,6 +67,7 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) -> x + P[:L]."""
+        _check_embeddings(x, self.embedding.embedding_dim)
         L, max_len = x.shape[1], self.embedding.num_embeddings
         if L > max_len:
             raise ValueError(
@@ -63,7 +81,10 @@ class LearnedPositionalEmbedding(nn.Module):
 def rope_angles(max_len: int, d: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables (max_len, d/2) for rotary embeddings: angle = pos * base^(-2i/d)."""
     if d % 2 != 0:
-        raise ValueError(f"RoPE needs an even head dimension, got d={d}")
+        raise ValueError(
+            f"RoPE rotates features in pairs, so the width must be even; got d={d} "
+            "(the head dimension d_model / num_heads)"
+        )
     inv_freq = torch.exp(-math.log(base) * torch.arange(0, d, 2, dtype=torch.float32) / d)
     angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (L, d/2)
     return torch.cos(angles), torch.sin(angles)
@@ -71,7 +92,14 @@ def rope_angles(max_len: int, d: int, base: float = 10000.0) -> tuple[torch.Tens
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each (even, odd) feature pair of x (..., L, d) by its position's angle."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"x must be a tensor of shape (..., L, d), got {x!r:.60}")
     L, d = x.shape[-2], x.shape[-1]
+    if d % 2 != 0:
+        raise ValueError(
+            f"x has an odd width d={d}, shape {fmt_shape(x.shape)}; RoPE rotates features in "
+            "pairs, so the width must be even"
+        )
     if cos.shape[0] < L or cos.shape[1] * 2 != d:
         raise ValueError(
             f"RoPE tables {fmt_shape(cos.shape)} do not fit x {fmt_shape(x.shape)}: "

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .utils import expect_ndim, fmt_shape
+from .utils import check_token_ids, evaluating, expect_ndim, fmt_shape
 
 ATTENTION_KINDS = (None, "additive", "dot", "general")
 
@@ -62,14 +62,19 @@ def rnn_step_jacobian(h_new: torch.Tensor, W_hh: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last axis of scores (B, L) where mask (B, L) is True; zero elsewhere."""
+    """Softmax over the last axis of scores (B, L) where mask (B, L) is True; zero elsewhere.
+
+    A row whose mask is all False gets all-zero weights (and so a zero context), never NaN.
+    """
     if mask is not None:
         if mask.shape != scores.shape or mask.dtype != torch.bool:
             raise ValueError(
                 f"mask must be boolean {fmt_shape(scores.shape)} (B, L_s), True at real "
                 f"source positions; got {mask.dtype} {fmt_shape(mask.shape)}"
             )
-        scores = scores.masked_fill(~mask, float("-inf"))
+        empty = ~mask.any(dim=-1, keepdim=True)  # (B, 1): a row with nothing to attend to
+        scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)  # no all -inf
+        return torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)  # (B, L_s), never NaN
     return torch.softmax(scores, dim=-1)  # (B, L_s)
 
 
@@ -196,7 +201,7 @@ class Seq2SeqRNN(nn.Module):
         PAD (on the right) is packed away: the summary is the state after the last *real* token,
         and the states at PAD positions are zeros that the mask hides from attention.
         """
-        expect_ndim("src", src, 2, "(B, L_s) token ids")
+        check_token_ids("src", src, self.vocab_size)
         mask = src != self.pad_id  # (B, L_s)
         lengths = mask.sum(1)
         if (lengths == 0).any():
@@ -223,7 +228,12 @@ class Seq2SeqRNN(nn.Module):
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: src (B, L_s), tgt_in (B, L_t) starting with BOS -> logits (B, L_t, V)."""
-        expect_ndim("tgt_in", tgt_in, 2, "(B, L_t) token ids")
+        check_token_ids("tgt_in", tgt_in, self.vocab_size)
+        if tgt_in.shape[0] != src.shape[0]:
+            raise ValueError(
+                f"src {fmt_shape(src.shape)} and tgt_in {fmt_shape(tgt_in.shape)} must have the "
+                "same batch size B: one target sentence per source sentence"
+            )
         states, h, mask = self.encode(src)
         if self.attn is None:  # the whole target in one call: the decoder never looks back
             out, _ = self.decoder(self.tgt_emb(tgt_in), h[None])  # (B, L_t, H)
@@ -240,7 +250,6 @@ class Seq2SeqRNN(nn.Module):
         read = torch.cat([torch.stack(hs, 1), torch.stack(contexts, 1)], dim=-1)  # (B, L_t, H+K)
         return self.out(read)  # (B, L_t, V)
 
-    @torch.no_grad()
     def greedy_decode(
         self,
         src: torch.Tensor,
@@ -253,26 +262,38 @@ class Seq2SeqRNN(nn.Module):
 
         With return_attention, also the weights (B, L_out, L_s) each output step put on the
         source (zeros after a row's EOS); None for a model without attention.
+        Runs in eval mode without gradients.
         """
-        states, h, mask = self.encode(src)
-        keys_proj = self.attn.project_keys(states) if self.attn is not None else None
-        B = src.shape[0]
-        y = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
-        done = torch.zeros(B, dtype=torch.bool, device=src.device)
-        out, attn = [], []
-        for _ in range(max_len):
-            if self.attn is None:
-                h = self._gru_step(self.tgt_emb(y), h)  # (B, H)
-                logits = self.out(h)
-            else:
-                h, context, w = self._step(y, h, states, mask, keys_proj)
-                logits = self.out(torch.cat([h, context], dim=-1))
-                attn.append(w.masked_fill(done[:, None], 0.0))
-            y = logits.argmax(-1).masked_fill(done, self.pad_id)  # after EOS: PAD
-            out.append(y)
-            done = done | (y == eos_id)
-            if done.all():
-                break
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(
+                f"max_len must be a positive integer, got {max_len!r}: the number of tokens "
+                "to produce at most (EOS included)"
+            )
+        if not 0 <= bos_id < self.vocab_size:
+            raise ValueError(
+                f"bos_id={bos_id} is not in the vocabulary of {self.vocab_size} ids; "
+                "pass the BOS id of the vocabulary the model was trained with"
+            )
+        with evaluating(self):
+            states, h, mask = self.encode(src)
+            keys_proj = self.attn.project_keys(states) if self.attn is not None else None
+            B = src.shape[0]
+            y = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
+            done = torch.zeros(B, dtype=torch.bool, device=src.device)
+            out, attn = [], []
+            for _ in range(max_len):
+                if self.attn is None:
+                    h = self._gru_step(self.tgt_emb(y), h)  # (B, H)
+                    logits = self.out(h)
+                else:
+                    h, context, w = self._step(y, h, states, mask, keys_proj)
+                    logits = self.out(torch.cat([h, context], dim=-1))
+                    attn.append(w.masked_fill(done[:, None], 0.0))
+                y = logits.argmax(-1).masked_fill(done, self.pad_id)  # after EOS: PAD
+                out.append(y)
+                done = done | (y == eos_id)
+                if done.all():
+                    break
         ids = torch.stack(out, dim=1)  # (B, L_out)
         weights = torch.stack(attn, 1) if attn else None  # (B, L_out, L_s)
         self.last_attention = weights

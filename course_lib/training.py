@@ -39,7 +39,10 @@ def sequence_loss(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Cross-entropy over the non-PAD target positions: their mean, or their sum with "sum"."""
+    """Cross-entropy over the non-PAD target positions: their mean, or their sum with "sum".
+
+    A batch whose targets are all PAD has no mean: "mean" raises a ValueError ("sum" gives 0).
+    """
     if logits.dim() != 3 or targets.dim() != 2 or logits.shape[:2] != targets.shape:
         raise ValueError(
             f"sequence_loss expects logits (B, L, V) and targets (B, L), got logits "
@@ -50,6 +53,11 @@ def sequence_loss(
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction == "mean" and not (targets != pad_id).any():
+        raise ValueError(
+            f"every target in this batch is PAD (pad_id={pad_id}), so there is no position to "
+            "average the loss over; check that targets is tgt_out and pad_id the vocabulary's PAD"
+        )
     V = logits.shape[-1]
     return F.cross_entropy(
         logits.reshape(-1, V),  # (B*L, V)

@@ -44,6 +44,33 @@ def expect_ndim(name: str, x: torch.Tensor, ndim: int, layout: str) -> None:
         )
 
 
+def check_token_ids(name: str, tokens: torch.Tensor, vocab_size: int) -> None:
+    """Raise a ValueError unless `tokens` is a non-empty (B, L) integer tensor of ids in [0, V)."""
+    expect_ndim(name, tokens, 2, "(B, L) of token ids")
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must hold integer token ids, got dtype {tokens.dtype} with shape "
+            f"{fmt_shape(tokens.shape)}; pass the ids, not embeddings or a mask"
+        )
+    if tokens.numel() == 0:
+        raise ValueError(
+            f"{name} is empty, shape {fmt_shape(tokens.shape)}: the model needs at least one "
+            "sequence of at least one token (an empty batch, or a prompt with nothing in it?)"
+        )
+    lo, hi = (int(t) for t in torch.aminmax(tokens))  # one pass over the ids
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        cause = (
+            "negative ids are not tokens (-100 marks ignored targets, not inputs)"
+            if bad < 0
+            else "were the ids made with a vocabulary from another data set or tokenizer?"
+        )
+        raise ValueError(
+            f"{name} contains the token id {bad}, but the vocabulary has {vocab_size} ids "
+            f"(0 to {vocab_size - 1}); {cause}"
+        )
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     """Number of trainable parameters in a module."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -18,9 +18,9 @@ import torch
 from IPython.display import Image, display
 from IPython.utils.capture import capture_output
 
-from .attention import scaled_dot_product_attention
-from .plots import figure_to_png, plot_attention, to_numpy, token_label
+from .attention import masked_softmax
 from .live import in_notebook
+from .plots import figure_to_png, plot_attention, to_numpy, token_label
 
 _STYLE = {"description_width": "initial"}  # show whole control names, never "d_...""
 MAX_MASK_EDITOR_TOKENS = 12  # an L x L grid of buttons beyond this is unusable
@@ -230,19 +230,6 @@ def attention_row_explorer(
     return Explorer(controls, render, title)
 
 
-def masked_weights(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax of (L_q, L_k) scores over the allowed keys; rows with no allowed key are zeros.
-
-    Uses the course's `scaled_dot_product_attention`: with identity keys and queries
-    scores * sqrt(L_k), q @ k^T / sqrt(d_k) gives back the scores exactly.
-    """
-    L_k = scores.shape[-1]
-    eye = torch.eye(L_k, dtype=scores.dtype)
-    q = scores * L_k**0.5  # (L_q, L_k) plays the queries, d_k = L_k
-    _, weights = scaled_dot_product_attention(q, eye, eye, mask)
-    return weights  # (L_q, L_k)
-
-
 class MaskEditor(Explorer):
     """A grid of toggle buttons (pressed = may attend) and the renormalised attention weights."""
 
@@ -285,7 +272,7 @@ class MaskEditor(Explorer):
 
     def weights(self) -> torch.Tensor:
         """The (L, L) attention weights under the current mask."""
-        return masked_weights(self.scores, self.mask)
+        return masked_softmax(self.scores, self.mask)  # (L_q, L_k)
 
     def set_mask(self, mask: Any) -> None:
         """Set every cell from an (L, L) boolean mask, then redraw once."""

@@ -12,15 +12,13 @@ from course_lib.training import (
     History,
     exact_match,
     exact_match_by,
-    load_checkpoint,
-    load_model_state,
-    save_checkpoint,
     sequence_loss,
     train_seq2seq,
     train_step,
     translate,
     warmup_cosine,
 )
+from course_lib.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 
 ALPHABET = "abcdef"
 
