@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
-from course_lib.lessons.efficiency import ATTENTION_IMPLS, MemoryTracker, saved_tensor_bytes  # noqa: E402
 from course_lib.gpt import GPT  # noqa: E402
+from course_lib.lessons.efficiency import ATTENTION_IMPLS, MemoryTracker, saved_tensor_bytes  # noqa: E402
 
 MiB = 2**20
 

@@ -11,8 +11,8 @@ import torch
 import course_lib.attention as ref_attention
 import course_lib.masks as ref_masks
 from course_lib import checks
-from course_lib.checks._machinery import reference_disabled
 from course_lib.attention import scaled_dot_product_attention
+from course_lib.checks._machinery import reference_disabled
 from course_lib.positional import sinusoidal_encoding
 
 # --- correct answers, written independently of course_lib ---------------------------------

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from course_lib.data import date_vocab
-from course_lib.training import translate
 from course_lib.date_recipe import DATE_MODEL, build_date_model, train_date_model
 from course_lib.lessons.cross_attention import attention_maps
 from course_lib.lessons.full_transformer import decoding_steps, sequence_log_prob
+from course_lib.training import translate
 
 VOCAB = date_vocab()
 

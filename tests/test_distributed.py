@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from course_lib.checkpoints import load_checkpoint, load_model_state
 from course_lib.data import CharVocab, make_batch, reverse_pairs
 from course_lib.models import Transformer
 from course_lib.train import DistInfo, main, setup_distributed, shard_batch, train_distributed
-from course_lib.checkpoints import load_checkpoint, load_model_state
 from course_lib.training import sequence_loss, train_seq2seq, train_step
 
 VOCAB = CharVocab("abcdefghij")

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from course_lib.data import CharVocab  # noqa: E402
+from course_lib.gpt import GPT  # noqa: E402
 from course_lib.lessons.gpt_decoder_only import (
     complete_line,
     continue_text,
@@ -21,7 +22,6 @@ from course_lib.lessons.gpt_decoder_only import (
     sampling_explorer,
     word_set,
 )
-from course_lib.gpt import GPT  # noqa: E402
 from course_lib.lm import train_lm  # noqa: E402
 
 VOCAB = CharVocab("abc .\n")

@@ -11,6 +11,7 @@ from torch import nn
 
 matplotlib.use("agg")
 
+from course_lib.blocks import EncoderLayer  # noqa: E402
 from course_lib.lessons.transformer_block import (
     SeqBatchNorm,
     SwitchableLayer,
@@ -26,7 +27,6 @@ from course_lib.lessons.transformer_block import (
     train_eval_gap,
     train_tagger,
 )
-from course_lib.blocks import EncoderLayer  # noqa: E402
 from course_lib.models import Transformer  # noqa: E402
 
 CONFIGS = {

@@ -9,6 +9,10 @@ import pytest
 import torch
 
 from course_lib import plots, widgets
+from course_lib.lessons.positional_encoding import (
+    plot_encoding_curves,
+    plot_positional_encoding,
+)
 from course_lib.live import LivePlot
 from course_lib.plots import (
     plot_attention,
@@ -16,10 +20,6 @@ from course_lib.plots import (
     plot_curves,
     plot_training_curves,
     use_course_style,
-)
-from course_lib.lessons.positional_encoding import (
-    plot_encoding_curves,
-    plot_positional_encoding,
 )
 from course_lib.positional import sinusoidal_encoding
 from course_lib.training import History

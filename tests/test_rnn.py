@@ -5,13 +5,6 @@ import torch
 from torch import nn
 
 from course_lib.data import CharVocab, make_batch, reverse_pairs
-from course_lib.rnn import (
-    AdditiveAttention,
-    DotAttention,
-    Seq2SeqRNN,
-    rnn_cell_step,
-    rnn_step_jacobian,
-)
 from course_lib.lessons.rnn_bottlenecks import (
     cell_from_layer,
     critical_path_length,
@@ -25,6 +18,13 @@ from course_lib.lessons.rnn_bottlenecks import (
     state_jacobian_norms,
     train_memory_task,
     unroll,
+)
+from course_lib.rnn import (
+    AdditiveAttention,
+    DotAttention,
+    Seq2SeqRNN,
+    rnn_cell_step,
+    rnn_step_jacobian,
 )
 from course_lib.training import sequence_loss
 
@@ -317,8 +317,8 @@ def test_memory_task_trains_and_scores():
 
 
 def test_accuracy_by_position_and_alignment_on_a_perfect_reverser():
-    from course_lib.lessons.rnn_bottlenecks import accuracy_by_position
     from course_lib.lessons.attention_in_rnns import reverse_alignment_accuracy
+    from course_lib.lessons.rnn_bottlenecks import accuracy_by_position
 
     class Reverser(nn.Module):
         """Reverses perfectly and attends exactly where it copies from."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from course_lib.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 from course_lib.data import CharVocab, make_batch, reverse_pairs
 from course_lib.training import (
     History,
@@ -18,7 +19,6 @@ from course_lib.training import (
     translate,
     warmup_cosine,
 )
-from course_lib.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 
 ALPHABET = "abcdef"
 
