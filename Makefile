@@ -37,6 +37,14 @@ lab: $(STAMP)  ## open the course in JupyterLab at the welcome notebook
 lab-lecturer: $(STAMP)  ## JupyterLab with nbgrader's Formgrader in build/grading/ (runs the student build first)
 	$(PY) tools/course.py lab --lecturer --no-install --venv "$(VENV)" --port $(PORT) $(if $(IP),--ip $(IP))
 
+BOOK_STAMP := $(VENV)/.book-installed
+$(BOOK_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[book]"
+	@touch $(BOOK_STAMP)
+
+book: $(BOOK_STAMP)  ## the course website from the stored outputs in build/book/ (open index.html; offline)
+	$(PY) tools/build_book.py $(BOOK_ARGS)
+
 test: $(STAMP)  ## run every test: lint, unit tests, then every notebook under nbval
 	$(VENV)/bin/ruff check course_lib tests benchmarks grading
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
@@ -77,7 +85,7 @@ $(BROWSER_STAMP): $(STAMP) pyproject.toml
 	$(PY) tools/rise_settings.py
 	@touch $(BROWSER_STAMP)
 
-test-browser: $(BROWSER_STAMP) slides  ## widgets, RISE and the offline decks checked in Chromium (about 2 min)
+test-browser: $(BROWSER_STAMP) slides book  ## widgets, RISE and the offline decks checked in Chromium (about 2 min)
 	@command -v chromium >/dev/null || test -n "$(CHROMIUM)" || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Chromium (apt-get) ..."; \
