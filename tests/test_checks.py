@@ -383,7 +383,7 @@ def test_another_exception_becomes_a_short_message_with_a_hint():
 def test_wrong_type_and_wrong_shape_name_expected_and_actual():
     with pytest.raises(AssertionError, match=r"expected a tuple \(out, weights\), got NoneType"):
         checks.check_scaled_dot_product_attention(lambda q, k, v, mask=None: None)
-    with pytest.raises(AssertionError, match="should be a torch.Tensor, got list"):
+    with pytest.raises(AssertionError, match=r"one torch.Tensor\), got a list"):
         checks.check_split_heads(lambda x, h: x.tolist())
     with pytest.raises(AssertionError, match=r"shape \(2, 3, 5, 4\), got \(2, 5, 12\)"):
         checks.check_split_heads(lambda x, h: x)

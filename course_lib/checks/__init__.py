@@ -6,9 +6,19 @@ likely mistake ("softmax over the query axis", "mask polarity reversed") with a 
 success it prints one line. `progress("03")` runs the checks of notebook 03 whose functions
 your notebook defines and lists them in the notebook's order.
 
-One module per notebook holds that notebook's checks (`checks/self_attention.py` for
-`03_self_attention.ipynb`); `_machinery` runs a learner's function and compares, `_hints`
-holds every hint text and `_answers` the independent expected answers.
+Stuck? `hint("ex3_1")` prints the next level of a hint ladder for Exercise 3.1 (level 1 restates
+the idea, level 2 names the operations and axes, the last level shows code);
+`hint("ex3_1", level=2)` prints one level directly.
+
+One module per notebook holds that notebook's checks and its `LADDERS` (`checks/self_attention.py`
+for `03_self_attention.ipynb`); `_machinery` runs a learner's function and compares,
+`_references` keeps course_lib's references out, `_hints` holds the shared hint texts and
+`_answers` the independent expected answers.
+
+Policy on references: a check switches off course_lib's reference for its own exercise, and the
+checks' answer key; the reference of an *earlier* exercise is allowed only where the prompt says
+the exercise builds on it (3.2 may call scaled_dot_product_attention; 4.3 it and split/merge
+heads; 7.2 the padding mask). A refused call says so in its message.
 """
 
 from __future__ import annotations
@@ -16,9 +26,25 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import os
+import re
+import types
 from collections.abc import Callable
 from typing import Any
 
+from . import (
+    attention_in_rnns,
+    cross_attention,
+    efficiency,
+    full_transformer,
+    gpt_decoder_only,
+    masking,
+    multi_head_attention,
+    positional_encoding,
+    rnn_bottlenecks,
+    self_attention,
+    transformer_block,
+)
 from ._machinery import NOT_ATTEMPTED, reference_objects
 from .attention_in_rnns import check_additive_attention, check_dot_attention
 from .cross_attention import check_cross_attention, check_cross_attention_mask
@@ -31,6 +57,20 @@ from .positional_encoding import check_rope, check_sinusoidal_encoding
 from .rnn_bottlenecks import check_rnn_cell, check_rnn_step_jacobian
 from .self_attention import check_scaled_dot_product_attention, check_self_attention
 from .transformer_block import check_encoder_layer, check_layer_norm
+
+_MODULES = (
+    rnn_bottlenecks,
+    attention_in_rnns,
+    self_attention,
+    multi_head_attention,
+    positional_encoding,
+    masking,
+    cross_attention,
+    transformer_block,
+    full_transformer,
+    gpt_decoder_only,
+    efficiency,
+)
 
 Check = Callable[[Any], None]
 
@@ -101,7 +141,17 @@ CHECKS: dict[str, tuple[Check, tuple[str, ...]]] = {
     name: entry for notebook in EXERCISES.values() for name, entry in notebook.items()
 }
 
-__all__ = ["CHECKS", "EXERCISES", "progress"] + sorted(
+# exercise id ("ex3_1": notebook 3, its first exercise) <-> exercise name, in course order
+EXERCISE_IDS: dict[str, str] = {
+    f"ex{int(nb)}_{i}": name for nb, table in EXERCISES.items() for i, name in enumerate(table, 1)
+}
+# every notebook module's hint ladders, keyed by exercise id
+LADDERS: dict[str, tuple[str, ...]] = {
+    key: ladder for module in _MODULES for key, ladder in getattr(module, "LADDERS", {}).items()
+}
+_hint_level: dict[str, int] = {}  # the last level shown per exercise, so hint() walks up
+
+__all__ = ["CHECKS", "EXERCISES", "EXERCISE_IDS", "LADDERS", "hint", "progress"] + sorted(
     check.__name__ for check, _ in CHECKS.values()
 )
 
@@ -142,14 +192,19 @@ def _run(check: Check, fn: Callable[..., Any]) -> tuple[str, str]:
 def progress(
     notebook: str | int | None = None, namespace: dict[str, Any] | None = None
 ) -> dict[str, tuple[str, str]]:
-    """Run the checks of `notebook` ("03"; all notebooks when None), print a table, return it.
+    """Run the checks of `notebook` ("03"), print a table in the notebook's order, return it.
 
-    `namespace` defaults to the caller's globals (your notebook). The result maps each
-    exercise, in the notebook's order, to (status, reason): "pass", "fail" or "not attempted".
+    `namespace` defaults to the caller's globals (your notebook). Without `notebook` the
+    notebook is inferred from the kernel's `__session__` / `__vsc_ipynb_file__`, or from the
+    exercises whose functions the namespace defines when they all belong to one notebook;
+    failing that, every exercise of the course is listed. The result maps each exercise to
+    (status, reason): "pass", "fail" or "not attempted".
     """
     if namespace is None:
         caller = inspect.currentframe().f_back  # type: ignore[union-attr]
         namespace = caller.f_globals if caller is not None else {}
+    if notebook is None:
+        notebook = _notebook_of_caller(namespace)
     table = CHECKS if notebook is None else EXERCISES[_notebook_key(notebook)]
     results: dict[str, tuple[str, str]] = {}
     for exercise, (check, names) in table.items():
@@ -162,3 +217,100 @@ def progress(
         line = f"{exercise:<{width}}  {symbols[status]}"
         print(f"{line}: {reason}" if reason else line)
     return results
+
+
+def _exercise_number(name: str) -> str:
+    """'3.1' for scaled_dot_product_attention."""
+    key = next(k for k, n in EXERCISE_IDS.items() if n == name)
+    return key[2:].replace("_", ".")
+
+
+def hint(exercise: str, level: int | None = None) -> str:
+    """Print (and return) the next level of `exercise`'s hint ladder, or the given `level`.
+
+    `exercise` is an id such as "ex3_1" (Exercise 3.1). Level 1 restates the idea, level 2 is
+    more concrete, the last level shows code; calling again walks up one level at a time.
+    """
+    key = str(exercise).strip().lower().replace(".", "_")
+    key = key if key.startswith("ex") else f"ex{key}"
+    if key not in LADDERS:
+        match = re.match(r"ex(\d+)_", key)
+        nb = match.group(1) if match else ""
+        same = [k for k in LADDERS if nb and k.startswith(f"ex{nb}_")]
+        choices = same or list(LADDERS)
+        where = f"notebook {int(nb):02d}" if same else "the course"
+        raise ValueError(
+            f"no hints for exercise {exercise!r}; {where} has hints for: {', '.join(choices)}"
+        )
+    ladder = LADDERS[key]
+    if level is None:
+        level = min(_hint_level.get(key, 0) + 1, len(ladder))
+    if not isinstance(level, int) or not 1 <= level <= len(ladder):
+        raise ValueError(f"level must be 1 .. {len(ladder)} for {key}, got {level!r}")
+    _hint_level[key] = max(_hint_level.get(key, 0), level)
+    last = " (the last level: it shows code)" if level == len(ladder) else ""
+    more = f"; hint({key!r}) again for level {level + 1}" if level < len(ladder) else ""
+    text = f"Hint {level}/{len(ladder)} for {key}{last}: {ladder[level - 1]}"
+    print(text + (f"\n({more[2:]})" if more else ""))
+    return ladder[level - 1]
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """Every global name a function's code (nested functions included) refers to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+_blaming = False
+
+
+def earlier_failure(check_name: str, fn: object) -> str:
+    """' ...fix Exercise N.k first' when fn calls the learner's own earlier function that fails."""
+    global _blaming
+    code, space = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+    if _blaming or code is None or not isinstance(space, dict):
+        return ""
+    used = _code_names(code)
+    refs = reference_objects()
+    _blaming = True
+    try:
+        for exercise, (check, names) in CHECKS.items():
+            if check.__name__ == check_name:
+                break  # only earlier exercises
+            for n in names:
+                other = space.get(n)
+                if n not in used or other is fn or not inspect.isfunction(other):
+                    continue
+                if id(other) in refs:
+                    continue
+                status, reason = _run(check, other)
+                if status == "fail":
+                    number = _exercise_number(exercise)
+                    return (
+                        f"\nYour function calls your `{n}` from Exercise {number}, which fails "
+                        f"its own check ({reason}). Fix Exercise {number} first, then run this "
+                        "check again."
+                    )
+    finally:
+        _blaming = False
+    return ""
+
+
+def _notebook_of_caller(namespace: dict[str, Any]) -> str | None:
+    """The notebook key ('03') a namespace belongs to, when it can be told."""
+    for var in ("__session__", "__vsc_ipynb_file__", "__file__"):
+        path = namespace.get(var)
+        if isinstance(path, str):
+            match = re.match(r"(\d\d)_", os.path.basename(path))
+            if match and match.group(1) in EXERCISES:
+                return match.group(1)
+    found = {
+        nb
+        for nb, table in EXERCISES.items()
+        for _, names in table.values()
+        if _find(namespace, names) is not None
+    }
+    return found.pop() if len(found) == 1 else None

@@ -4,127 +4,43 @@ A check calls the learner's function with course_lib's reference implementations
 turns any exception into a short message with a hint, and compares the result with an
 independently computed expected value. When they differ it compares the result with the outputs
 of known-wrong variants, so the message can name the likely mistake instead of a raw difference.
+
+Rules every check follows (tests/test_checks*.py hold them to it):
+- the expected value is computed *before* the learner's function runs, and the function gets
+  deep copies of every argument (tensors, modules, bound methods), so it can neither see nor
+  change what it is compared with; changing an argument in place is itself reported;
+- while it runs, course_lib's references and the checks' own answer key are switched off
+  wherever the function can reach them: module attributes, the notebook's globals, default
+  arguments, keyword defaults and closure cells (recursively through learner-defined helpers);
+  every patched binding is restored afterwards, including in modules first imported meanwhile;
+- only a plain `torch.Tensor` counts as a tensor result (no subclasses);
+- a failure message names the mistake and the concept, never a line of the solution; the code
+  itself is left to the last level of `hint(exercise_id)`.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-import importlib
+import inspect
 import linecache
-import sys
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
 from ..utils import fmt_shape
+from ._references import POLICY, REFERENCES, reference_disabled, reference_objects
+
+__all__ = ["POLICY", "REFERENCES", "reference_disabled", "reference_objects"]  # re-exported
 
 ATOL = 1e-5  # absolute and relative tolerance of every comparison
 RTOL = 1e-5
 
-# Reference implementations a learner must not call while their exercise is being checked.
-# Add new modules or names here; a module that does not exist yet is skipped.
-REFERENCES: dict[str, tuple[str, ...]] = {
-    "course_lib.attention": (
-        "scaled_dot_product_attention",
-        "split_heads",
-        "merge_heads",
-        "MultiHeadAttention",
-    ),
-    "course_lib.masks": ("padding_mask", "causal_mask", "decoder_mask"),
-    "course_lib.positional": (
-        "sinusoidal_encoding",
-        "SinusoidalPositionalEncoding",
-        "apply_rope",
-        "rope_angles",
-        "RotaryEmbedding",
-    ),
-    "course_lib.sampling": (
-        "top_k_filter",
-        "top_p_filter",
-        "filter_logits",
-        "next_token_probs",
-        "sample_next",
-    ),
-    "course_lib.rnn": (
-        "rnn_cell_step",
-        "rnn_step_jacobian",
-        "AdditiveAttention",
-        "DotAttention",
-    ),
-    "course_lib.tiled_attention": (
-        "online_softmax_step",
-        "online_softmax_forward",
-        "online_softmax_attention",
-    ),
-}
-
 Mistake = tuple[str, Callable[[], Any]]  # (hint naming the mistake, thunk computing its output)
 
 NOT_ATTEMPTED = "Exercise not attempted yet"
-
-
-def _stub(qualname: str) -> Callable[..., Any]:
-    """A stand-in for a reference implementation that refuses to answer."""
-
-    def disabled(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(
-            f"your function called course_lib's reference `{qualname}`; write it yourself "
-            "(the check switches the reference off while it runs your code)"
-        )
-
-    return disabled
-
-
-def reference_objects(allow: Iterable[str] = ()) -> dict[int, tuple[Any, str]]:
-    """id -> (object, qualified name) of every reference implementation not in `allow`."""
-    allowed = set(allow)
-    found: dict[int, tuple[Any, str]] = {}
-    for modname, names in REFERENCES.items():
-        try:
-            module = importlib.import_module(modname)
-        except ImportError:
-            continue
-        for name in names:
-            qualname = f"{modname}.{name}"
-            obj = getattr(module, name, None)
-            if obj is not None and qualname not in allowed:
-                found[id(obj)] = (obj, qualname)
-    return found
-
-
-@contextmanager
-def reference_disabled(
-    allow: Iterable[str] = (), namespaces: Iterable[dict[str, Any]] = ()
-) -> Iterator[None]:
-    """Make course_lib's reference implementations raise while the block runs.
-
-    Patches every name bound to a reference object (found by identity, so aliases count too)
-    in every loaded course_lib module, in `__main__` and in any extra `namespaces` (e.g. the
-    learner function's globals); everything is restored on exit.
-    """
-    refs = reference_objects(allow)
-    modules = [m for n, m in list(sys.modules.items()) if n.partition(".")[0] == "course_lib"]
-    spaces = [vars(m) for m in (*modules, sys.modules.get("__main__")) if m is not None]
-    spaces.extend(namespaces)
-    patched: list[tuple[dict[str, Any], str, Any]] = []
-    seen: set[int] = set()
-    try:
-        for space in spaces:
-            if id(space) in seen:
-                continue
-            seen.add(id(space))
-            for key, value in list(space.items()):
-                hit = refs.get(id(value))
-                if hit is not None and hit[0] is value:
-                    patched.append((space, key, value))
-                    space[key] = _stub(hit[1])
-        yield
-    finally:
-        for space, key, value in reversed(patched):
-            space[key] = value
 
 
 def fn_name(fn: Callable[..., Any]) -> str:
@@ -154,6 +70,26 @@ def _where(exc: BaseException, fn: Callable[..., Any]) -> str:
     return f" (at line {frame.lineno} of your code: `{line}`)" if line else ""
 
 
+def _changed(before: Any, after: Any) -> bool:
+    """True if a tensor argument was modified in place (NaN counts as equal to NaN)."""
+    if not isinstance(before, torch.Tensor) or not isinstance(after, torch.Tensor):
+        return False
+    if before.shape != after.shape or before.dtype != after.dtype:
+        return True
+    return not torch.equal(before, after) and not (
+        before.is_floating_point() and torch.allclose(before, after, equal_nan=True, atol=0, rtol=0)
+    )
+
+
+def _param_names(fn: Callable[..., Any], n: int) -> list[str]:
+    """The names of fn's first n parameters, for messages ('argument 1' where unknown)."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        names = []
+    return [names[i] if i < len(names) else f"argument {i + 1}" for i in range(n)]
+
+
 def call_learner(
     fn: Callable[..., Any],
     label: str,
@@ -161,12 +97,17 @@ def call_learner(
     error_hint: str,
     allow: Iterable[str] = (),
 ) -> Any:
-    """Call fn(*args) on copies of the inputs, references disabled; explain any exception."""
-    args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    """Call fn(*args) on deep copies of the inputs, references disabled; explain any exception.
+
+    The one place a check calls a learner's function (a record/replay hook for an external
+    judge belongs here). Fails if the function changed one of its tensor arguments in place.
+    """
+    originals = list(args)
+    args = copy.deepcopy(tuple(args))  # tensors, modules and bound methods: nothing shared
     namespaces = [fn.__globals__] if isinstance(getattr(fn, "__globals__", None), dict) else []
-    with reference_disabled(allow, namespaces):
+    with reference_disabled(allow, namespaces, functions=[fn]):
         try:
-            return fn(*args)
+            result = fn(*args)
         except NotImplementedError:
             raise AssertionError(
                 f"{NOT_ATTEMPTED}: `{fn_name(fn)}` still raises NotImplementedError. "
@@ -186,6 +127,15 @@ def call_learner(
                 f"{label}: your function raised {type(exc).__name__}: {exc}{_where(exc, fn)}\n"
                 f"Hint: {error_hint}"
             ) from None
+    names = _param_names(fn, len(args))
+    for name, before, after in zip(names, originals, args, strict=True):
+        if _changed(before, after):
+            raise AssertionError(
+                f"{label}: your function changed its input `{name}` in place. The caller still "
+                "needs it (the same logits, cache or state is used again), so compute a new "
+                "tensor and leave the arguments as they were; in-place methods end in `_`"
+            )
+    return result
 
 
 def _describe(args: Sequence[Any]) -> str:
@@ -201,8 +151,13 @@ def _describe(args: Sequence[Any]) -> str:
 
 
 def as_tensors(value: Any, label: str, names: Sequence[str], hint: str = "") -> list[torch.Tensor]:
-    """Check that `value` is one tensor (one name) or a tuple of len(names) tensors."""
+    """Check that `value` is one plain tensor (one name) or a tuple of len(names) of them."""
     want = names[0] if len(names) == 1 else "a tuple (" + ", ".join(names) + ")"
+    if len(names) == 1 and isinstance(value, tuple | list):
+        raise AssertionError(
+            f"{label}: expected {want} (one torch.Tensor), got a {type(value).__name__} of "
+            f"{len(value)} items; return only the tensor the exercise asks for. {hint}".rstrip()
+        )
     items = [value] if len(names) == 1 else value
     if len(names) > 1 and (not isinstance(value, tuple | list) or len(value) != len(names)):
         got = type(value).__name__
@@ -210,9 +165,11 @@ def as_tensors(value: Any, label: str, names: Sequence[str], hint: str = "") -> 
             got = f"a {got} of {len(value)} items"
         raise AssertionError(f"{label}: expected {want}, got {got}. {hint}".rstrip())
     for name, item in zip(names, items, strict=True):
-        if not isinstance(item, torch.Tensor):
+        if type(item) is not torch.Tensor:
+            kind = "a subclass of torch.Tensor" if isinstance(item, torch.Tensor) else "got"
             raise AssertionError(
-                f"{label}: {name} should be a torch.Tensor, got {type(item).__name__}. {hint}".rstrip()
+                f"{label}: {name} should be a plain torch.Tensor, {kind} "
+                f"{type(item).__name__}. {hint}".rstrip()
             )
     return [t.detach().cpu() for t in items]
 
@@ -253,6 +210,32 @@ def _all_close(actual: Sequence[torch.Tensor], expected: Any) -> bool:
     return all(_close(a, e.detach().cpu()) for a, e in zip(actual, exp, strict=True))
 
 
+NAN_HINT = (
+    "A NaN comes from 0·∞, ∞ - ∞ or a softmax over a row whose scores are all -inf; find the "
+    "step that makes one"
+)
+NAN_MASK_HINT = (
+    "A softmax over a row that is all -inf gives NaN: check which positions your mask hides"
+)
+
+
+def _nan_to_zero(values: Any) -> Any:
+    """The same output with NaN replaced by 0 (a learner may zero the rows that came out NaN)."""
+    if isinstance(values, torch.Tensor):
+        return torch.nan_to_num(
+            values.detach().double(), nan=0.0, posinf=torch.inf, neginf=-torch.inf
+        )
+    return [_nan_to_zero(v) for v in values]
+
+
+def _difference(a: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """|a - e| with matching infinities (and matching NaN) counted as 0, others as inf."""
+    a, e = a.double(), e.double()
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    diff = (a - e).abs()
+    return torch.where(same, torch.zeros_like(diff), torch.nan_to_num(diff, nan=torch.inf))
+
+
 def compare(
     label: str,
     actual: Sequence[torch.Tensor],
@@ -261,8 +244,13 @@ def compare(
     mistakes: Iterable[Mistake] = (),
     shape_hint: str = "",
     value_hint: str = "",
+    nan_hint: str = NAN_HINT,
 ) -> None:
-    """Pass silently if actual matches expected; else raise naming the mistake it matches."""
+    """Pass silently if actual matches expected; else raise naming the mistake it matches.
+
+    A mistake also matches when the learner zeroed the NaN its variant produces. `nan_hint`
+    explains a NaN in the output (checks with masks pass NAN_MASK_HINT).
+    """
     if _all_close(actual, expected):
         return
     for hint, wrong in mistakes:
@@ -270,7 +258,7 @@ def compare(
             candidate = wrong()
         except Exception:  # a variant that cannot run on this case cannot be the mistake
             continue
-        if _all_close(actual, candidate):
+        if _all_close(actual, candidate) or _all_close(actual, _nan_to_zero(candidate)):
             raise AssertionError(f"{label}: {hint}")
     for name, a, e in zip(names, actual, expected, strict=True):
         if a.shape != e.shape:
@@ -281,27 +269,34 @@ def compare(
     for name, a, e in zip(names, actual, expected, strict=True):
         if _close(a, e):
             continue
-        if a.is_floating_point() and torch.isnan(a).any():
-            raise AssertionError(
-                f"{label}: {name} contains NaN. A softmax over a row that is all -inf gives NaN; "
-                f"check your masking. {value_hint}".rstrip()
-            )
-        diff = (a.double() - e.double()).abs()
+        if a.is_floating_point() and torch.isnan(a).any() and not torch.isnan(e).any():
+            raise AssertionError(f"{label}: {name} contains NaN. {nan_hint} {value_hint}".rstrip())
+        if a.dtype == torch.bool or e.dtype == torch.bool:
+            a, e = a.to(e.dtype) if a.dtype != e.dtype else a, e
+        diff = _difference(a, e)
         idx = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
+        largest = diff.max().item()
         raise AssertionError(
             f"{label}: {name} has the right shape but wrong values; at index {idx} expected "
             f"{_fmt(e[idx].item())}, got {_fmt(a[idx].item())} "
-            f"(largest difference {diff.max().item():.2e}). {value_hint}".rstrip()
+            f"(largest difference {_fmt(largest) if largest != float('inf') else 'inf'}). "
+            f"{value_hint}".rstrip()
         )
 
 
 def _fmt(x: float | bool) -> str:
-    """A number with 4 decimals, or True / False."""
-    return str(x) if isinstance(x, bool) else f"{x:.4f}"
+    """A number with 4 decimals (-inf, inf and nan by name), or True / False."""
+    if isinstance(x, bool) or not isinstance(x, float) or x != x or abs(x) == float("inf"):
+        return str(x)
+    return f"{x:.4f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
 def isolated(check: Callable[..., None]) -> Callable[..., None]:
-    """Run a check without gradients or touching the global RNG; fail with the hint alone."""
+    """Run a check without gradients or touching the global RNG; fail with the hint alone.
+
+    When the learner's function fails and calls the learner's own function of an earlier
+    exercise that fails its own check, the message says which exercise to fix first.
+    """
 
     @functools.wraps(check)
     def wrapper(*args: Any, **kwargs: Any) -> None:
@@ -310,7 +305,12 @@ def isolated(check: Callable[..., None]) -> Callable[..., None]:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 return check(*args, **kwargs)
         except AssertionError as exc:
-            raise AssertionError(str(exc)) from None  # drop the check's internal frames
+            message = str(exc)
+            if args and not message.startswith(NOT_ATTEMPTED):
+                from . import earlier_failure  # the registry lives in the package
+
+                message += earlier_failure(check.__name__, args[0])
+            raise AssertionError(message) from None  # drop the check's internal frames
 
     return wrapper
 
