@@ -525,9 +525,30 @@ def greedy_decode(model, src, max_len, bos_id, eos_id, *, bos=False, feed=True, 
     return out if keep_eos else out.masked_fill(out == eos_id, model.pad_id)
 
 
-def test_greedy_decode_accepts_right_answers_with_or_without_early_exit():
+def test_greedy_decode_accepts_a_right_answer():
     checks.check_greedy_decode(greedy_decode)
-    checks.check_greedy_decode(lambda *a: greedy_decode(*a, early_exit=False))
+
+
+def test_greedy_decode_that_never_stops_early_is_told_the_prompt_asks_it_to():
+    with pytest.raises(AssertionError, match="stop as soon as every row is finished"):
+        checks.check_greedy_decode(lambda *a: greedy_decode(*a, early_exit=False))
+
+
+def test_greedy_decode_that_re_encodes_the_source_every_step_is_told_to_encode_once():
+    def re_encoding(model, src, max_len, bos_id, eos_id):
+        ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long)
+        done = torch.zeros(src.shape[0], dtype=torch.bool)
+        for _ in range(max_len):
+            logits = model.decode(ys, model.encode(src), src)[:, -1]
+            next_id = logits.argmax(dim=-1).masked_fill(done, model.pad_id)
+            ys = torch.cat([ys, next_id[:, None]], dim=1)
+            done |= next_id == eos_id
+            if done.all():
+                break
+        return ys[:, 1:]
+
+    with pytest.raises(AssertionError, match=r"model.encode ran \d+ times.*encode the source once"):
+        checks.check_greedy_decode(re_encoding)
 
 
 @pytest.mark.parametrize(
@@ -727,13 +748,17 @@ def test_cross_attention_mask_mistakes_are_named(wrong, message):
         checks.check_cross_attention_mask(wrong)
 
 
-def test_cross_attention_mask_may_not_call_the_padding_mask_reference():
+def test_cross_attention_mask_may_start_from_the_padding_mask_as_its_prompt_says():
     def with_reference(src, pad_id, tgt_len, num_heads):
         B, L_s = src.shape
         return ref_masks.padding_mask(src, pad_id).expand(B, num_heads, tgt_len, L_s)
 
-    with pytest.raises(AssertionError, match="write it yourself"):
-        checks.check_cross_attention_mask(with_reference)
+    def with_causal(src, pad_id, tgt_len, num_heads):
+        return ref_masks.causal_mask(src.shape[1])
+
+    checks.check_cross_attention_mask(with_reference)  # the prompt: "start from the padding mask"
+    with pytest.raises(AssertionError, match="write it yourself.*only where the prompt says so"):
+        checks.check_cross_attention_mask(with_causal)
 
 
 def test_blank_cross_attention_exercises_report_not_attempted():
@@ -836,8 +861,14 @@ def test_encoder_layer_check_reads_a_blank_exercise_as_not_attempted():
 
     with pytest.raises(AssertionError, match="Exercise not attempted yet"):
         checks.check_encoder_layer(encoder_layer)
-    assert checks.progress(namespace={"encoder_layer": encoder_layer})["encoder_layer"][0] == "not attempted"
-    assert checks.progress(namespace={"encoder_layer": _encoder_layer})["encoder_layer"] == ("pass", "")
+    assert (
+        checks.progress(namespace={"encoder_layer": encoder_layer})["encoder_layer"][0]
+        == "not attempted"
+    )
+    assert checks.progress(namespace={"encoder_layer": _encoder_layer})["encoder_layer"] == (
+        "pass",
+        "",
+    )
 
 
 # --- notebook 10: the causal LM loss, top-k and top-p filters --------------------------------

@@ -189,10 +189,11 @@ def pool(
     mask: torch.Tensor | None,
     softmax_dim: int = -1,
     mask_mode: str = "fill",
+    fill: float = NEG_INF,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (B, L) -> (context (B, H), weights (B, L)); mask (B, L), True = valid."""
     if mask is not None and mask_mode in ("fill", "reversed"):
-        scores = scores.masked_fill(~mask if mask_mode == "fill" else mask, NEG_INF)
+        scores = scores.masked_fill(~mask if mask_mode == "fill" else mask, fill)
     weights = torch.softmax(scores, dim=softmax_dim)
     if mask is not None and mask_mode == "after":
         weights = weights * mask
@@ -221,6 +222,7 @@ def online_step(
     keep_max: bool = True,
     stable: bool = True,
     normalise: str = "",
+    inverted: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One online-softmax update for a key block, with a knob per typical mistake."""
     block_max = scores.amax(dim=-1, keepdim=True)  # (..., L_q, 1)
@@ -230,7 +232,7 @@ def online_step(
         l_new, acc_new = l_prev + p.sum(-1, keepdim=True), acc_prev + p @ v
         return m_new, l_new, acc_new
     p = torch.exp(scores - m_new)  # (..., L_q, B_k)
-    alpha = torch.exp(m_prev - m_new)  # how much the old max overestimated
+    alpha = torch.exp(m_new - m_prev if inverted else m_prev - m_new)  # old max -> new max
     l_new = (l_prev * alpha if rescale_l else l_prev) + p.sum(-1, keepdim=True)
     acc_new = (acc_prev * alpha if rescale_acc else acc_prev) + p @ v
     if normalise == "simple":  # divided by l inside the update

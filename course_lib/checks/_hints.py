@@ -73,6 +73,7 @@ HINTS = {
     "the PAD positions; use tokens != pad_id",
     "mha_error": "follow the shapes: w_q(x), w_k(x), w_v(x) are (B, L, D) -> split into "
     "(B, H, L, d_k) -> attention -> merge back to (B, L, D) -> w_o",
+    "mha_tuple": "Exercise 4.3 asks for the output alone, not (out, weights)",
     "mha_no_proj": "output projection missing: apply w_o to the merged heads",
     "mha_single": "heads not split: this is single-head attention over all D features; split q, "
     "k and v into num_heads heads of d_k = D / num_heads",
@@ -120,6 +121,9 @@ HINTS = {
     "exp(scores - m_new).sum(-1, keepdim=True)",
     "os_both": "forgot to rescale l and acc: both were built relative to the old max, multiply "
     "each by exp(m_prev - m_new)",
+    "os_inverted": "the rescale factor is inverted: the old state was measured against the old "
+    "max, and the new max is at least as large, so the factor that converts it is "
+    "exp(old max - new max) <= 1, not its reciprocal",
     "os_max": "the running max must be torch.maximum(m_prev, scores.amax(-1, keepdim=True)), "
     "not this block's max alone",
     "os_unstable": "exp(scores) without subtracting the running max overflows for large scores; "

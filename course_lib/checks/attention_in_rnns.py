@@ -18,6 +18,7 @@ from ._machinery import (
     call_learner,
     case_label,
     compare,
+    NAN_MASK_HINT,
     isolated,
     passed,
     randn,
@@ -43,6 +44,7 @@ def _pool_mistakes(scores: Callable[..., torch.Tensor], keys, mask) -> list:
     mistakes = [(HINTS["pool_batch"], wrong(softmax_dim=0))]
     if mask is not None:
         mistakes += [(hint, wrong(mask_mode=mode)) for mode, hint in MASK_HINTS.items()]
+        mistakes.append((HINTS["fill_zero"], wrong(fill=0.0)))
     mistakes += [(HINTS["pool_squeeze"], squeezed(*f)) for f in ((0, 1), (1, 0), (1, 1))]
     return mistakes
 
@@ -52,7 +54,16 @@ def _pool_compare(label: str, result: Any, expected, mistakes: list) -> None:
     names = ("context", "weights")
     context, weights = as_tensors(result, label, names, "Return (context, weights).")
     hint = "context is (B, H_enc), weights (B, L)."
-    compare(label, [context, weights], expected, names, mistakes, hint, HINTS["pool_values"])
+    compare(
+        label,
+        [context, weights],
+        expected,
+        names,
+        mistakes,
+        hint,
+        HINTS["pool_values"],
+        nan_hint=NAN_MASK_HINT,
+    )
 
 
 @isolated
@@ -70,6 +81,8 @@ def check_additive_attention(fn: Callable[..., Any]) -> None:
         ((3, 5, 4, 6, 7), None),
         ((3, 5, 4, 6, 7), [5, 3, 2]),
         ((2, 6, 5, 3, 4), [2, 6]),
+        ((1, 4, 3, 5, 4), [3]),  # B=1: a bare .squeeze() drops the batch axis
+        ((2, 1, 4, 3, 5), None),  # L=1: one source position
     ]
     for i, ((B, L, Hd, He, A), lengths) in enumerate(cases, 1):
         mask = None if lengths is None else _valid(lengths, L)
@@ -84,14 +97,16 @@ def check_additive_attention(fn: Callable[..., Any]) -> None:
 def _additive_case(fn, label: str, query, keys, layers, mask) -> None:
     """One Bahdanau attention case."""
     args = (query, keys, *layers) + (() if mask is None else (mask,))
-    result = call_learner(fn, label, args, HINTS["additive_error"])
 
     def scores(use_tanh: bool = True) -> Callable[[], torch.Tensor]:
         return lambda: O.additive_scores(query, keys, *layers, use_tanh=use_tanh)
 
+    expected = O.pool(scores()(), keys, mask)  # before the learner's code runs
+    result = call_learner(fn, label, args, HINTS["additive_error"])
+
     mistakes = _pool_mistakes(scores(), keys, mask)
     mistakes.append((HINTS["additive_no_tanh"], lambda: O.pool(scores(False)(), keys, mask)))
-    _pool_compare(label, result, O.pool(scores()(), keys, mask), mistakes)
+    _pool_compare(label, result, expected, mistakes)
 
 
 @isolated
@@ -104,6 +119,7 @@ def check_dot_attention(fn: Callable[..., Any]) -> None:
     require_callable(fn, name)
     g = torch.Generator().manual_seed(8)
     cases = [((3, 5, 4), None), ((3, 5, 4), [5, 2, 4]), ((2, 6, 3), [6, 1])]
+    cases += [((1, 4, 3), [2]), ((2, 1, 4), None)]  # B=1 and L=1: a bare .squeeze() fails
     for i, ((B, L, H), lengths) in enumerate(cases, 1):
         mask = None if lengths is None else _valid(lengths, L)
         desc = f"B={B}, L={L}, H={H}" + (", mask" if lengths else "")
@@ -116,8 +132,9 @@ def check_dot_attention(fn: Callable[..., Any]) -> None:
 def _dot_case(fn, label: str, query, keys, mask) -> None:
     """One Luong dot attention case."""
     args = (query, keys) + (() if mask is None else (mask,))
+    expected = O.pool(O.dot_scores(query, keys), keys, mask)  # before the learner's code runs
     result = call_learner(fn, label, args, HINTS["dot_error"])
     mistakes = _pool_mistakes(lambda: O.dot_scores(query, keys), keys, mask)
     scaled = O.dot_scores(query, keys, 1 / math.sqrt(query.shape[-1]))
     mistakes.append((HINTS["dot_scaled"], lambda: O.pool(scaled, keys, mask)))
-    _pool_compare(label, result, O.pool(O.dot_scores(query, keys), keys, mask), mistakes)
+    _pool_compare(label, result, expected, mistakes)

@@ -71,6 +71,10 @@ CROSS_HINTS = {
 
 CrossAttentionFn = Callable[..., Any]
 
+# Exercise 7.2's prompt says "start from the padding mask": the padding-mask reference (the
+# answer to Exercise 6.1) is allowed there, the causal mask and the decoder mask are not.
+MASK_ALLOWED = ("course_lib.masks.padding_mask",)
+
 
 class _CourseStyleMHA:
     """nn.MultiheadAttention behind the course's interface: mha(q, k, v, mask) -> (out, weights).
@@ -186,6 +190,7 @@ def check_cross_attention(fn: CrossAttentionFn) -> None:
 def _cross_case(fn, label: str, x, memory, mha, norm, mask) -> None:
     """One cross-attention case: call, check the structure, compare, diagnose."""
     h = CROSS_HINTS
+    expected = _wired(x, memory, mha, norm, mask)  # before the learner's code runs
     result = call_learner(fn, label, (x, memory, mha, norm, mask), h["error"])
     if isinstance(result, tuple | list):
         raise AssertionError(f"{label}: {h['tuple']}")
@@ -208,7 +213,6 @@ def _cross_case(fn, label: str, x, memory, mha, norm, mask) -> None:
             (h["mask_ignored"], wrong(mask_mode="ignore")),
             (h["mask_reversed"], wrong(mask_mode="reverse")),
         ]
-    expected = _wired(x, memory, mha, norm, mask)
     compare(label, [out], [expected], ("the output",), mistakes, h["shape"], h["steps"])
 
 
@@ -239,12 +243,12 @@ def _mask_case(fn, label: str, src: torch.Tensor, pad: int, L_t: int, H: int) ->
     """One cross-attention mask case: shape (with the reason), dtype, then values."""
     h = CROSS_HINTS
     B, L_s = src.shape
-    result = call_learner(fn, label, (src, pad, L_t, H), h["mask_error"])
-    (mask,) = as_tensors(result, label, ("the mask",))
     expected = torch.zeros(B, H, L_t, L_s, dtype=torch.bool)
     for b in range(B):
         for j in range(L_s):
             expected[b, :, :, j] = bool(src[b, j] != pad)
+    result = call_learner(fn, label, (src, pad, L_t, H), h["mask_error"], allow=MASK_ALLOWED)
+    (mask,) = as_tensors(result, label, ("the mask",))
     shape, want = tuple(mask.shape), (B, H, L_t, L_s)
     if shape != want:
         if shape in ((B, 1, 1, L_s), (B, L_s), (B, 1, L_t, L_s), (B, H, 1, L_s)):

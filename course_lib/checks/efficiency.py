@@ -59,10 +59,15 @@ def _empty(lead: tuple[int, ...], L_q: int, d_v: int) -> tuple[torch.Tensor, ...
     return m, torch.zeros(*lead, L_q, 1), torch.zeros(*lead, L_q, d_v)
 
 
+_NAN = (
+    "With the empty state m = -inf, so a factor exp(m_prev - m_new) is exp(-inf) = 0; a NaN "
+    "means a factor became exp(+inf) = inf and met a 0 (0 · inf): check the rescale factor"
+)
 _OS_MISTAKES: list[tuple[str, dict[str, Any]]] = [
     (HINTS["os_both"], {"rescale_acc": False, "rescale_l": False}),
     (HINTS["os_acc"], {"rescale_acc": False}),
     (HINTS["os_l"], {"rescale_l": False}),
+    (HINTS["os_inverted"], {"inverted": True}),
     (HINTS["os_max"], {"keep_max": False}),
     (HINTS["os_unstable"], {"stable": False}),
     (HINTS["os_normalised"], {"normalise": "simple"}),
@@ -80,13 +85,14 @@ def _fold(step: Step, state: tuple[torch.Tensor, ...], blocks: list) -> tuple[to
 def _online_case(fn: Step, label: str, args: tuple[torch.Tensor, ...]) -> None:
     """One update from a given state, compared with the formula."""
     names = ("m_new", "l_new", "acc_new")
+    expected = O.online_step(*args)  # before the learner's code runs
     result = as_tensors(call_learner(fn, label, args, HINTS["os_shapes"]), label, names)
 
     def wrong(knobs: dict[str, Any]) -> Callable[[], tuple[torch.Tensor, ...]]:
         return lambda: O.online_step(*args, **knobs)
 
     mistakes = [(hint, wrong(knobs)) for hint, knobs in _OS_MISTAKES]
-    compare(label, result, O.online_step(*args), names, mistakes, HINTS["os_shapes"])
+    compare(label, result, expected, names, mistakes, HINTS["os_shapes"], nan_hint=_NAN)
 
 
 def _online_fold_case(fn: Step, label: str, scores, v, blocks: list) -> None:
@@ -98,16 +104,16 @@ def _online_fold_case(fn: Step, label: str, scores, v, blocks: list) -> None:
         return tuple(as_tensors(out, label, ("m_new", "l_new", "acc_new")))
 
     start = _empty((2,), 3, 5)
-    result = list(_fold(learner, start, blocks))
     m = scores.amax(dim=-1, keepdim=True)
     p = torch.exp(scores - m)
-    expected = (m, p.sum(dim=-1, keepdim=True), p @ v)
+    expected = (m, p.sum(dim=-1, keepdim=True), p @ v)  # before the learner's code runs
+    result = list(_fold(learner, start, blocks))
 
     def wrong(knobs: dict[str, Any]) -> Callable[[], tuple[torch.Tensor, ...]]:
         return lambda: _fold(lambda *a: O.online_step(*a, **knobs), start, blocks)
 
     mistakes = [(hint, wrong(knobs)) for hint, knobs in _OS_MISTAKES]
-    compare(label, result, expected, names, mistakes, HINTS["os_shapes"])
+    compare(label, result, expected, names, mistakes, HINTS["os_shapes"], nan_hint=_NAN)
 
 
 @isolated
@@ -130,12 +136,12 @@ def check_kv_cache_step(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) ->
 def _kv_case(fn, label: str, cache_k, cache_v, k_new, v_new) -> None:
     """One cache update."""
     names = ("k_all", "v_all")
-    result = call_learner(fn, label, (cache_k, cache_v, k_new, v_new), HINTS["kv_error"])
-    k_all, v_all = as_tensors(result, label, names, "Return (k_all, v_all).")
     L = cache_k.shape[2] + k_new.shape[2]
     expected = [torch.empty(2, 3, L, 4), torch.empty(2, 3, L, 4)]
     for out, old, new in zip(expected, (cache_k, cache_v), (k_new, v_new), strict=True):
         out[:, :, : old.shape[2]], out[:, :, old.shape[2] :] = old, new
+    result = call_learner(fn, label, (cache_k, cache_v, k_new, v_new), HINTS["kv_error"])
+    k_all, v_all = as_tensors(result, label, names, "Return (k_all, v_all).")
 
     def cat(dim: int, first: int = 0) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
         pairs = ((cache_k, k_new), (cache_v, v_new))

@@ -5,6 +5,7 @@ Public through `course_lib.checks`; see that module for how a check works.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +31,9 @@ DECODING_HINTS = {
     "or take log_softmax over the last axis and gather each target's log-probability",
     "ls_scalar": "return one number, the mean over the non-PAD positions (a 0-d tensor), not one "
     "loss per position",
+    "ls_raw_logits": "you used the raw logits as log-probabilities: logits are unnormalised "
+    "scores; turn them into log-probabilities over the vocabulary first (a log-softmax over "
+    "the last axis), then pick and average",
     "ls_pad": "PAD targets were counted: positions whose target is pad_id must contribute "
     "nothing, and the mean is over the real (non-PAD) positions only",
     "ls_pad_mean": "PAD positions were zeroed but you divided by every position: divide by the "
@@ -69,6 +73,11 @@ DECODING_HINTS = {
     "gd_any_done": "you stopped when the first row produced EOS; stop only when every row has "
     "(done.all()), and write PAD for the rows that are already finished",
     "gd_too_long": "more than max_len tokens: generate at most max_len tokens (BOS not counted)",
+    "gd_no_early_stop": "the output has {T} positions, but every row had produced EOS after {n}: "
+    "the prompt asks the loop to stop as soon as every row is finished (the extra steps only "
+    "append PAD and cost a decoder pass each)",
+    "gd_encode_once": "model.encode ran {n} times: the encoder output (memory) does not change "
+    "while the target grows, so encode the source once, before the loop",
     "gd_steps": "Greedy decoding: encode once; ys = BOS; repeat up to max_len times: decode ys, "
     "take the argmax of the last position, write PAD for finished rows, append; stop when every "
     "row has produced EOS; return ys without BOS.",
@@ -88,9 +97,10 @@ def _smoothed_loss(
     denominator: str = "real",
     reduce: str = "mean",
     uniform: str = "mean",
+    raw: bool = False,
 ) -> torch.Tensor:
     """The smoothed loss in float64, with knobs that reproduce typical mistakes."""
-    logp = logits.double().log_softmax(dim=-1)  # (B, L, V)
+    logp = logits.double() if raw else logits.double().log_softmax(dim=-1)  # (B, L, V)
     nll = -logp.gather(-1, targets[..., None])[..., 0]  # (B, L)
     if spread == "all":  # q = (1 - eps) one_hot + eps / V
         smooth = -logp.mean(dim=-1) if uniform == "mean" else -logp.sum(dim=-1)
@@ -126,6 +136,7 @@ def check_label_smoothed_loss(fn: Callable[..., torch.Tensor]) -> None:
         ("eps=0: plain cross-entropy", (3, 4, 9), (4, 2, 3), 0, 0.0, 2.0),
         ("pad_id=1, eps=0.2", (3, 6, 6), (6, 4, 1), 1, 0.2, 1.0),
         ("large logits (confident model), eps=0.1", (2, 4, 8), (4, 3), 0, 0.1, 60.0),
+        ("B=1, eps=0.1", (1, 5, 6), (4,), 0, 0.1, 1.0),
     ]
     for i, (desc, (B, L, V), lengths, pad, eps, scale) in enumerate(cases, 1):
         logits = randn(g, B, L, V) * scale
@@ -140,6 +151,13 @@ def check_label_smoothed_loss(fn: Callable[..., torch.Tensor]) -> None:
 
 def _smoothed_case(fn, label: str, logits, targets, pad: int, eps: float) -> None:
     """One loss case: call, check it is a finite scalar, compare, diagnose."""
+    V = logits.shape[-1]
+    expected = F.cross_entropy(  # before the learner's code runs
+        logits.double().reshape(-1, V),
+        targets.reshape(-1),
+        ignore_index=pad,
+        label_smoothing=eps,
+    ).float()
     result = call_learner(fn, label, (logits, targets, pad, eps), H["ls_error"])
     (loss,) = as_tensors(result, label, ("the loss",), H["ls_scalar"])
     if loss.numel() != 1:
@@ -147,18 +165,12 @@ def _smoothed_case(fn, label: str, logits, targets, pad: int, eps: float) -> Non
     loss = loss.reshape(())
     if loss.is_floating_point() and not torch.isfinite(loss):
         raise AssertionError(f"{label}: the loss is {loss.item()}; {H['ls_unstable']}")
-    V = logits.shape[-1]
-    expected = F.cross_entropy(
-        logits.double().reshape(-1, V),
-        targets.reshape(-1),
-        ignore_index=pad,
-        label_smoothing=eps,
-    ).float()
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
         return lambda: _smoothed_loss(logits, targets, pad, eps, **knobs)
 
     mistakes = [
+        (H["ls_raw_logits"], wrong(raw=True)),
         (H["ls_pad"], wrong(ignore_pad=False)),
         (H["ls_pad_mean"], wrong(denominator="all")),
         (H["ls_sum"], wrong(reduce="sum")),
@@ -242,6 +254,24 @@ def _cut(rows: Sequence[Sequence[int]]) -> list[list[int]]:
     return cut
 
 
+class _CountingEncode:
+    """Counts calls of model.encode on the learner's copy of the model."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The same model, its encode counted (an instance attribute shadows the method)."""
+        encode = model.encode
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return encode(*args, **kwargs)
+
+        model.encode = counted
+        return model
+
+
 @contextmanager
 def _methods_disabled(cls: type, names: Sequence[str]) -> Iterator[None]:
     """Make the reference decoding methods of `cls` raise while the block runs."""
@@ -267,8 +297,9 @@ def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> None:
     """Check fn(model, src (B, L_s), max_len, bos_id, eos_id) -> (B, T <= max_len) token ids.
 
     Rows exclude BOS, include EOS when it is produced, and hold PAD (model.pad_id) after it;
-    stopping early once every row has produced EOS is allowed (and faster). The model is a
-    small random course Transformer; the expected answer is decoded one row at a time.
+    the loop stops once every row has produced EOS and encodes the source once, as the prompt
+    asks. The model is a small random course Transformer; the expected answer is decoded one
+    row at a time.
     """
     name = "greedy_decode"
     require_callable(fn, name)
@@ -276,6 +307,7 @@ def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> None:
         ("B=3, rows end at different steps", 5, 0.5, 0, 3, 5, (5, 5, 5), 8),
         ("B=4, padded sources, one row reaches max_len", 2, 1.0, 12, 4, 6, (6, 3, 4, 2), 7),
         ("B=2, max_len=3", 5, 0.0, 2, 2, 4, (4, 2), 3),
+        ("B=3, every row ends before max_len=9", 3, 1.0, 4, 3, 5, (5, 5, 3), 9),
     ]
     for i, (desc, seed, bias, src_seed, B, L_s, lengths, max_len) in enumerate(cases, 1):
         model = _decoding_model(seed, bias)
@@ -291,10 +323,17 @@ def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None
     """One decoding case: call, check the structure, compare rows, diagnose."""
     from ..models import Transformer
 
-    args = (model, src, max_len, GD_BOS, GD_EOS)
-    allow = [qualname for _, qualname in reference_objects().values()]  # the model needs them
+    expected = _greedy_rows(model, src, max_len)  # before the learner's code runs
+    counter = _CountingEncode()
+    args = (counter.wrap(copy.deepcopy(model)), src, max_len, GD_BOS, GD_EOS)
+    allow = [  # the model's own building blocks, not the answer key
+        qualname
+        for _, qualname in reference_objects().values()
+        if qualname.split(".")[1] in ("attention", "masks", "positional")
+    ]
     with _methods_disabled(Transformer, ("greedy_decode", "beam_search")):
         result = call_learner(fn, label, args, H["gd_error"], allow=allow)
+    encodes = counter.count
     (out,) = as_tensors(result, label, ("the output",), H["gd_tensor"])
     B = src.shape[0]
     if out.dim() != 2 or out.shape[0] != B:
@@ -305,7 +344,6 @@ def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None
     if out.is_floating_point() or out.dtype == torch.bool:
         raise AssertionError(f"{label}: the output has dtype {out.dtype}; {H['gd_tensor']}")
     rows = out.tolist()
-    expected = _greedy_rows(model, src, max_len)
     mine = _cut(rows)
     tails_ok = all(
         all(t == GD_PAD for t in row[len(c) :]) for row, c in zip(rows, mine, strict=True)
@@ -315,6 +353,13 @@ def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None
             raise AssertionError(f"{label}: {H['gd_after_eos']}")
         if out.shape[1] > max_len:
             raise AssertionError(f"{label}: output shape {tuple(out.shape)}; {H['gd_too_long']}")
+        longest = max(len(e) for e in expected)
+        if out.shape[1] > longest:
+            raise AssertionError(
+                f"{label}: {H['gd_no_early_stop'].format(T=out.shape[1], n=longest)}"
+            )
+        if encodes != 1:
+            raise AssertionError(f"{label}: {H['gd_encode_once'].format(n=encodes)}")
         return
     ended = [len(e) for e in expected if e[-1] == GD_EOS]
     first_done = min(ended) if ended else max_len

@@ -76,10 +76,15 @@ SAMPLING_HINTS = {
     "in decreasing order first (the nucleus is the most likely tokens)",
     "p_ascending": "sorted in increasing order: the nucleus holds the most likely tokens, so "
     "sort with descending=True",
-    "p_not_scattered": "the result is in sorted order: put the keep/remove decision back in "
-    "vocabulary order (mask.scatter(-1, order, keep_sorted)) before filtering the logits",
-    "p_logits_cumsum": "you summed logits, not probabilities: apply softmax first; the "
-    "threshold p is a probability mass",
+    "p_not_scattered": "you returned the logits in sorted order: the result must stay in "
+    "vocabulary order (position v is token v), so the keep/remove decision made on the sorted "
+    "tokens has to be put back at each token's own position",
+    "p_mask_sorted": "the keep/remove decision is still in sorted order but you applied it to "
+    "the logits in vocabulary order: entry j of the sorted decision belongs to the j-th most "
+    "likely token, not to token j; move each decision back to its token's position first",
+    "p_logits_cumsum": "you accumulated logits, not probabilities: the threshold p is a "
+    "probability mass, so turn the sorted logits into probabilities (a softmax) before the "
+    "running sum. Sorting by logits is fine: the order is the same as by probability",
     "p_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0: "
     "set them to float('-inf')",
     "p_probs": "you returned probabilities; return *logits* (same shape), the removed ones set "
@@ -126,14 +131,14 @@ def check_causal_lm_loss(fn: Callable[..., torch.Tensor]) -> None:
 
 def _lm_case(fn, label: str, logits: torch.Tensor, tokens: torch.Tensor) -> None:
     """One loss case: call, check it is a scalar, compare, diagnose."""
+    V = logits.shape[-1]
+    expected = F.cross_entropy(  # before the learner's code runs
+        logits[:, :-1].double().reshape(-1, V), tokens[:, 1:].reshape(-1)
+    ).float()
     result = call_learner(fn, label, (logits, tokens), H["lm_error"])
     (loss,) = as_tensors(result, label, ("the loss",), H["lm_scalar"])
     if loss.numel() != 1:
         raise AssertionError(f"{label}: the loss has shape {tuple(loss.shape)}; {H['lm_scalar']}")
-    V = logits.shape[-1]
-    expected = F.cross_entropy(
-        logits[:, :-1].double().reshape(-1, V), tokens[:, 1:].reshape(-1)
-    ).float()
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
         return lambda: _lm_loss(logits, tokens, **knobs)
@@ -199,8 +204,8 @@ def _top_k_case(fn, label: str, logits: torch.Tensor, k: int) -> None:
     """One top-k case."""
     V = logits.shape[-1]
     hint = H["k_all"] if k > V else H["k_error"]
+    expected, keep = _top_k_oracle(logits, k)  # before the learner's code runs
     (out,) = as_tensors(call_learner(fn, label, (logits, k), hint), label, ("the output",))
-    expected, keep = _top_k_oracle(logits, k)
     mistakes = [
         (H["k_smallest"], lambda: _top_k_oracle(logits, k, largest=False)[0]),
         (H["k_zero"], lambda: _keep(logits, keep, 0.0)),
@@ -234,7 +239,7 @@ def _top_p_oracle(
     keep_top: bool = True,
     order: str = "desc",
     on: str = "probs",
-    scatter: bool = True,
+    scatter: bool | str = True,
     fill: float = NEG_INF,
 ) -> torch.Tensor:
     """Row by row in float64: walk the tokens from most to least likely until the mass is >= p."""
@@ -259,8 +264,10 @@ def _top_p_oracle(
             elif n == 0 and keep_top:
                 keep[j] = True
         result = _keep(row.float(), keep, fill)
-        if not scatter:  # the decision left in sorted order
+        if scatter is False:  # sorted logits returned, with the decision in sorted order
             result = _keep(row[ranked].float(), keep[ranked], fill)
+        elif scatter == "mask":  # the sorted-order decision applied to vocabulary-order logits
+            result = _keep(row.float(), keep[ranked], fill)
         out.append(result)
     return torch.stack(out).reshape(logits.shape)
 
@@ -289,8 +296,8 @@ def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
 
 def _top_p_case(fn, label: str, logits: torch.Tensor, p: float) -> None:
     """One top-p case."""
+    expected = _top_p_oracle(logits, p)  # before the learner's code runs
     (out,) = as_tensors(call_learner(fn, label, (logits, p), H["p_error"]), label, ("the output",))
-    expected = _top_p_oracle(logits, p)
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
         return lambda: _top_p_oracle(logits, p, **knobs)
@@ -298,10 +305,12 @@ def _top_p_case(fn, label: str, logits: torch.Tensor, p: float) -> None:
     mistakes = [
         (H["p_exclusive"], wrong(inclusive=False)),
         (H["p_empty"], wrong(inclusive=False, keep_top=False)),
-        (H["p_unsorted"], wrong(order="vocab")),
-        (H["p_ascending"], wrong(order="asc")),
-        (H["p_not_scattered"], wrong(scatter=False)),
         (H["p_logits_cumsum"], wrong(on="logits")),
+        (H["p_logits_cumsum"], wrong(on="logits", inclusive=False)),
+        (H["p_unsorted"], wrong(order="vocab")),
+        (H["p_not_scattered"], wrong(scatter=False)),
+        (H["p_mask_sorted"], wrong(scatter="mask")),
+        (H["p_ascending"], wrong(order="asc")),
         (H["p_zero"], wrong(fill=0.0)),
         (H["p_probs"], lambda: expected.softmax(dim=-1)),
     ]

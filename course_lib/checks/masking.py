@@ -36,6 +36,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> None:
 def _causal_case(fn, label: str, L: int) -> None:
     """One causal_mask case: shape, dtype, then values."""
     hint = "build an (L, L) lower-triangular bool mask, e.g. with torch.tril"
+    expected = torch.tensor([[j <= q for j in range(L)] for q in range(L)], dtype=torch.bool)
     (mask,) = as_tensors(call_learner(fn, label, (L,), hint), label, ("the mask",))
     shape = tuple(mask.shape)
     if len(shape) < 2 or len(shape) > 4 or shape[-2:] != (L, L) or any(s != 1 for s in shape[:-2]):
@@ -44,7 +45,6 @@ def _causal_case(fn, label: str, L: int) -> None:
             f"broadcasts over batch and heads, got {shape}"
         )
     mask = mask.reshape(L, L)
-    expected = torch.tensor([[j <= q for j in range(L)] for q in range(L)], dtype=torch.bool)
     require_bool_mask(label, mask, expected)
     ones = torch.ones(L, L, dtype=torch.bool)
     mistakes = [
@@ -79,11 +79,11 @@ def _padding_case(fn, label: str, tokens: torch.Tensor, pad: int) -> None:
     """One padding_mask case: shape (with the reason), dtype, then polarity."""
     B, L = tokens.shape
     hint = "compare the tokens with pad_id, then add the head and query axes"
-    (mask,) = as_tensors(call_learner(fn, label, (tokens, pad), hint), label, ("the mask",))
     expected = torch.zeros(B, 1, 1, L, dtype=torch.bool)
     for b in range(B):
         for j in range(L):
             expected[b, 0, 0, j] = bool(tokens[b, j] != pad)
+    (mask,) = as_tensors(call_learner(fn, label, (tokens, pad), hint), label, ("the mask",))
     shape = tuple(mask.shape)
     if shape != (B, 1, 1, L):
         why = (

@@ -42,6 +42,7 @@ def _split_case(fn, label: str, x: torch.Tensor, H: int) -> None:
     B, L, D = x.shape
     d = D // H
     hint = f"x is (B, L, D) with D = num_heads * d_k; {HINTS['contiguous']}"
+    expected = O.split_heads(x, H)
     (out,) = as_tensors(call_learner(fn, label, (x, H), hint), label, ("the output",))
     mistakes = [
         (HINTS["split_no_transpose"], lambda: x.reshape(B, H, L, d)),
@@ -49,7 +50,7 @@ def _split_case(fn, label: str, x: torch.Tensor, H: int) -> None:
         (HINTS["split_blhd"], lambda: x.reshape(B, L, H, d)),
     ]
     shape_hint = "split_heads maps (B, L, D) to (B, H, L, D/H)."
-    compare(label, [out], [O.split_heads(x, H)], ("the output",), mistakes, shape_hint)
+    compare(label, [out], [expected], ("the output",), mistakes, shape_hint)
 
 
 @isolated
@@ -67,6 +68,7 @@ def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 def _merge_case(fn, label: str, x: torch.Tensor) -> None:
     """One merge_heads case."""
     B, H, L, d = x.shape
+    expected = O.merge_heads(x)
     (out,) = as_tensors(call_learner(fn, label, (x,), HINTS["contiguous"]), label, ("the output",))
     mistakes = [
         (HINTS["merge_no_transpose"], lambda: x.reshape(B, L, H * d)),
@@ -74,7 +76,7 @@ def _merge_case(fn, label: str, x: torch.Tensor) -> None:
         (HINTS["merge_no_reshape"], lambda: x.transpose(1, 2)),
     ]
     shape_hint = "merge_heads maps (B, H, L, d_k) to (B, L, H*d_k)."
-    compare(label, [out], [O.merge_heads(x)], ("the output",), mistakes, shape_hint)
+    compare(label, [out], [expected], ("the output",), mistakes, shape_hint)
 
 
 MHA_ALLOWED = (
@@ -88,7 +90,7 @@ MHA_ALLOWED = (
 def check_multi_head_attention(fn: Callable[..., Any]) -> None:
     """Check fn(x (B, L, D), w_q, w_k, w_v, w_o, num_heads) -> out (B, L, D), self-attention.
 
-    w_* are nn.Linear(D, D) with bias; returning (out, weights) is accepted too. Your function
+    w_* are nn.Linear(D, D) with bias; the result is the output tensor alone. Your function
     may use course_lib's scaled_dot_product_attention, split_heads and merge_heads (earlier
     exercises), but not course_lib.attention.MultiHeadAttention.
     """
@@ -106,10 +108,9 @@ def check_multi_head_attention(fn: Callable[..., Any]) -> None:
 def _mha_case(fn, label: str, x: torch.Tensor, lins: list, H: int) -> None:
     """One multi-head attention case, compared with nn.MultiheadAttention."""
     D = x.shape[-1]
+    expected = O.torch_mha(x, lins, H)  # before the learner's code runs
     result = call_learner(fn, label, (x, *lins, H), HINTS["mha_error"], allow=MHA_ALLOWED)
-    if isinstance(result, tuple | list) and len(result) == 2:
-        result = result[0]  # (out, weights) is fine too
-    (out,) = as_tensors(result, label, ("the output",))
+    (out,) = as_tensors(result, label, ("the output",), HINTS["mha_tuple"])
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
         return lambda: O.mha(x, lins, H, **knobs)
@@ -125,6 +126,5 @@ def _mha_case(fn, label: str, x: torch.Tensor, lins: list, H: int) -> None:
         (HINTS["mha_scale_d_model"], wrong(scale="d_model")),
         (SOFTMAX_AXIS.format(dim=-2), wrong(softmax_dim=-2)),
     ]
-    expected = O.torch_mha(x, lins, H)
     shape_hint = "The output has the input's shape (B, L, D)."
     compare(label, [out], [expected], ("the output",), mistakes, shape_hint)

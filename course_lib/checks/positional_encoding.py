@@ -102,6 +102,7 @@ def check_rope(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
 def _rope_case(fn, label: str, x: torch.Tensor) -> None:
     """One RoPE case: call, compare with the oracle, diagnose."""
+    expected = rope_oracle(x)  # before the learner's code runs
     (out,) = as_tensors(call_learner(fn, label, (x,), ROPE_HINTS["error"]), label, ("the output",))
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
@@ -124,7 +125,6 @@ def _rope_case(fn, label: str, x: torch.Tensor) -> None:
         for b in (1000.0, 100.0, 100000.0, 10.0)
     ]
     shape_hint = "RoPE keeps the shape of x: (..., L, d) in, (..., L, d) out."
-    expected = rope_oracle(x)
     compare(label, [out], [expected], ("the output",), mistakes, shape_hint, ROPE_HINTS["formula"])
 
 
@@ -142,8 +142,8 @@ def check_sinusoidal_encoding(fn: Callable[[int, int], torch.Tensor]) -> None:
 def _sinusoid_case(fn, label: str, L: int, D: int) -> None:
     """One sinusoidal_encoding case."""
     hint = "build the (max_len, d_model) table from positions (max_len, 1) and frequencies"
+    expected = O.sinusoid_loop(L, D)  # before the learner's code runs
     (pe,) = as_tensors(call_learner(fn, label, (L, D), hint), label, ("the table",))
-    expected = O.sinusoid_loop(L, D)
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
         return lambda: O.sinusoid(L, D, **knobs)

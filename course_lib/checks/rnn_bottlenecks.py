@@ -113,6 +113,7 @@ def check_rnn_cell(fn: Callable[..., torch.Tensor]) -> None:
 
 def _rnn_case(fn, label: str, args: tuple[torch.Tensor, ...]) -> None:
     """One RNN step, compared with nn.RNNCell."""
+    expected = O.rnn_cell_torch(*args)  # before the learner's code runs
     (out,) = as_tensors(call_learner(fn, label, args, HINTS["rnn_error"]), label, ("h'",))
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
@@ -127,4 +128,4 @@ def _rnn_case(fn, label: str, args: tuple[torch.Tensor, ...]) -> None:
         (HINTS["rnn_no_hidden"], wrong(hidden=False)),
     ]
     mistakes += [(HINTS["rnn_bias"], wrong(bias=b)) for b in ((0, 1), (1, 0), (0, 0))]
-    compare(label, [out], [O.rnn_cell_torch(*args)], ("h'",), mistakes, "h' is (B, H).")
+    compare(label, [out], [expected], ("h'",), mistakes, "h' is (B, H).")

@@ -19,6 +19,7 @@ from ._machinery import (
     call_learner,
     case_label,
     compare,
+    NAN_MASK_HINT,
     isolated,
     passed,
     randn,
@@ -97,6 +98,7 @@ def check_self_attention(fn: Callable[..., Any]) -> None:
 def _self_attention_case(fn, label: str, x, w_q, w_k, w_v) -> None:
     """One self-attention case: call, check the structure, compare, diagnose."""
     hints = SELF_ATTENTION_HINTS
+    expected = _expected(x, w_q, w_k, w_v)  # before the learner's code runs
     result = call_learner(fn, label, (x, w_q, w_k, w_v), hints["error"], SELF_ATTENTION_ALLOWED)
     if isinstance(result, torch.Tensor):
         raise AssertionError(f"{label}: {HINTS['sdpa_single']} (got shape {tuple(result.shape)})")
@@ -122,7 +124,7 @@ def _self_attention_case(fn, label: str, x, w_q, w_k, w_v) -> None:
     compare(
         label,
         [out, weights],
-        _expected(x, w_q, w_k, w_v),
+        expected,
         ("out", "weights"),
         mistakes,
         shape_hint="out is (..., L, d_v) and weights (..., L, L).",
@@ -155,11 +157,11 @@ def check_scaled_dot_product_attention(fn: Callable[..., Any]) -> None:
 def _sdpa_case(fn, label: str, q, k, v, mask: torch.Tensor | None) -> None:
     """One attention case: call, check the structure, compare, diagnose."""
     args = (q, k, v) if mask is None else (q, k, v, mask)
+    expected = (O.sdpa_out(q, k, v, mask), O.attention(q, k, v, mask)[1])  # before the call
     result = call_learner(fn, label, args, HINTS["sdpa_error"])
     if isinstance(result, torch.Tensor):
         raise AssertionError(f"{label}: {HINTS['sdpa_single']} (got shape {tuple(result.shape)})")
     out, weights = as_tensors(result, label, ("out", "weights"))
-    expected = (O.sdpa_out(q, k, v, mask), O.attention(q, k, v, mask)[1])
 
     def wrong(**knobs: Any) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
         return lambda: O.attention(q, k, v, mask, **knobs)
@@ -182,4 +184,5 @@ def _sdpa_case(fn, label: str, q, k, v, mask: torch.Tensor | None) -> None:
         mistakes,
         shape_hint="out is (..., L_q, d_v) and weights (..., L_q, L_k).",
         value_hint=HINTS["sdpa_steps"],
+        nan_hint=NAN_MASK_HINT,
     )

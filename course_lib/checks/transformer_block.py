@@ -161,9 +161,9 @@ def _encoder_case(fn, label: str, layer: nn.TransformerEncoderLayer, x, mask) ->
     s = _Sublayers(layer)
     args = (x, s.self_attn, s.ff, layer.norm1, layer.norm2)
     args += () if mask is None else (mask,)
-    (out,) = as_tensors(call_learner(fn, label, args, ENCODER_HINTS["error"]), label, ("out",))
     key_padding = None if mask is None else ~mask.reshape(mask.shape[0], -1)
-    expected = layer(x, src_key_padding_mask=key_padding)  # (B, L, D), PyTorch's own layer
+    expected = layer(x, src_key_padding_mask=key_padding)  # (B, L, D), before the learner runs
+    (out,) = as_tensors(call_learner(fn, label, args, ENCODER_HINTS["error"]), label, ("out",))
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
         return lambda: _wired(x, s, mask, **knobs)
@@ -218,9 +218,9 @@ def check_layer_norm(fn: Callable[..., torch.Tensor]) -> None:
 def _layer_norm_case(fn, label: str, x, gamma, beta, eps: float) -> None:
     """One layer_norm case, compared with F.layer_norm."""
     hint = "mean and var over the last axis with keepdim=True keep them broadcastable"
+    expected = torch.nn.functional.layer_norm(x, x.shape[-1:], gamma, beta, eps)
     result = call_learner(fn, label, (x, gamma, beta, eps), hint)
     (out,) = as_tensors(result, label, ("the output",))
-    expected = torch.nn.functional.layer_norm(x, x.shape[-1:], gamma, beta, eps)
 
     def wrong(gamma=gamma, beta=beta, eps=eps, **knobs: Any) -> Callable[[], torch.Tensor]:
         return lambda: O.layer_norm(x, gamma, beta, eps, **knobs)
