@@ -250,7 +250,8 @@ def hint(exercise: str, level: int | None = None) -> str:
     _hint_level[key] = max(_hint_level.get(key, 0), level)
     last = " (the last level: it shows code)" if level == len(ladder) else ""
     more = f"; hint({key!r}) again for level {level + 1}" if level < len(ladder) else ""
-    text = f"Hint {level}/{len(ladder)} for {key}{last}: {ladder[level - 1]}"
+    sep = ":\n" if level == len(ladder) else ": "
+    text = f"Hint {level}/{len(ladder)} for {key}{last}{sep}{ladder[level - 1]}"
     print(text + (f"\n({more[2:]})" if more else ""))
     return ladder[level - 1]
 

@@ -11,7 +11,7 @@ SOFTMAX_AXIS = (
 )
 MASK_HINTS = {
     "reversed": "mask polarity reversed: you hid the positions where mask is True, but True "
-    "means 'may attend'; hide where it is False: scores.masked_fill(~mask, float('-inf'))",
+    "means 'may attend'; hide the positions where it is False",
     "after": "mask applied after the softmax: the hidden weights were zeroed but the rest no "
     "longer sum to 1; fill hidden scores with -inf *before* the softmax instead",
     "ignore": "the mask was ignored: hidden positions still receive weight; fill their scores "

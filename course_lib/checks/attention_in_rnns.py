@@ -14,16 +14,32 @@ import torch
 from . import _answers as O
 from ._hints import HINTS, MASK_HINTS
 from ._machinery import (
+    NAN_MASK_HINT,
     as_tensors,
     call_learner,
     case_label,
     compare,
-    NAN_MASK_HINT,
     isolated,
     passed,
     randn,
     require_callable,
 )
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex2_1": (
+        "Score every source position against the decoder state with a small network, turn the scores into weights that sum to 1 over the positions, and average the keys with those weights. PAD positions must get weight 0.",
+        "W_q(query) is (B, A) and W_k(keys) (B, L, A): add a length axis to the first so they add up, apply tanh and v, and drop the last size-1 axis (name the axis). Hide PAD with -inf before a softmax over L; the context is the weighted sum of keys over L.",
+        "scores = v(torch.tanh(W_q(query)[:, None, :] + W_k(keys))).squeeze(-1)\nif mask is not None:\n    scores = scores.masked_fill(~mask, float('-inf'))\nweights = torch.softmax(scores, dim=-1)\nreturn (weights[:, :, None] * keys).sum(1), weights",
+    ),
+    "ex2_2": (
+        "Luong's dot score is how well each key points along the query: a plain dot product, no scaling. Then the same mask, softmax and weighted sum as in Exercise 2.1.",
+        "keys (B, L, H) times query (B, H) per example gives (B, L): a batched matrix product with the query as a column, or multiply and sum over H. Squeeze only the axis you added, never the batch.",
+        "scores = torch.bmm(keys, query[:, :, None]).squeeze(-1)\nif mask is not None:\n    scores = scores.masked_fill(~mask, float('-inf'))\nweights = torch.softmax(scores, dim=-1)\nreturn torch.bmm(weights[:, None, :], keys).squeeze(1), weights",
+    ),
+}
 
 
 def _valid(lengths: list[int], L: int) -> torch.Tensor:

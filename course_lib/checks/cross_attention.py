@@ -30,22 +30,17 @@ CROSS_HINTS = {
     "error": "mha(query, key, value, mask) returns a tuple (out, weights): take out = "
     "mha(...)[0]. query is norm(x) (B, L_t, D), key and value are memory (B, L_s, D), mask is "
     "src_mask (B, 1, 1, L_s); norm(x) maps (B, L_t, D) to (B, L_t, D)",
-    "tuple": "you returned a tuple: mha(...) gives (out, weights); return only the new x, "
-    "x + mha(norm(x), memory, memory, src_mask)[0]",
+    "tuple": "you returned a tuple: mha(...) gives (out, weights); the sublayer returns only the new decoder states, one (B, L_t, D) tensor",
     "no_residual": "the residual is missing: return x + cross-attention, not the cross-attention "
     "alone; without `x +` the decoder state is replaced by a mix of source vectors",
-    "post_ln": "this is post-LN (norm after the residual add, as in the 2017 paper): the "
-    "exercise asks for pre-LN, x + mha(norm(x), memory, memory, src_mask)[0]",
-    "residual_from_normed": "the residual adds the normalised vector: compute "
-    "x + mha(h, memory, memory, src_mask)[0] with h = norm(x), not h + ...",
-    "self_attention": "keys and values came from the decoder: that is self-attention. In "
-    "cross-attention the queries come from the decoder (norm(x)) and the keys and values "
-    "from the encoder output, mha(norm(x), memory, memory, src_mask)",
+    "post_ln": "this is post-LN (norm after the residual add, as in the 2017 paper): the exercise asks for pre-LN, where the norm is applied to the sublayer's input and the residual adds to the raw x",
+    "residual_from_normed": "the residual adds the normalised vector: the residual path must carry the raw x, and only the sublayer's input is normalised",
+    "self_attention": "keys and values came from the decoder: that is self-attention. In cross-attention the queries come from the (normalised) decoder states and the keys and values from the encoder output, memory",
     "memory_normed": "memory was normalised too: the encoder already normalised its output, and "
     "`norm` belongs to the decoder; pass memory as it is for the keys and values",
     "query_not_normed": "the queries were not normalised: pre-LN normalises the sublayer's "
     "input, so the query is norm(x), while the residual adds the raw x",
-    "keys_values_mixed": "keys and values must both be memory: mha(norm(x), memory, memory, ...)",
+    "keys_values_mixed": "keys and values must both be the encoder memory",
     "mask_ignored": "the source padding mask was ignored: PAD positions of the source receive "
     "attention; pass src_mask to mha",
     "mask_reversed": "mask polarity reversed: src_mask is True at real source tokens (may "
@@ -74,6 +69,22 @@ CrossAttentionFn = Callable[..., Any]
 # Exercise 7.2's prompt says "start from the padding mask": the padding-mask reference (the
 # answer to Exercise 6.1) is allowed there, the causal mask and the decoder mask are not.
 MASK_ALLOWED = ("course_lib.masks.padding_mask",)
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex7_1": (
+        "In cross-attention the decoder asks and the encoder answers; pre-LN normalises what goes into the sublayer and adds the sublayer's output to the raw input.",
+        "Queries come from the normalised decoder states; keys and values are the encoder memory as it is (already normalised by the encoder); pass src_mask; mha returns (out, weights); the residual adds out to the raw x.",
+        "out, _ = mha(norm(x), memory, memory, src_mask)\nreturn x + out",
+    ),
+    "ex7_2": (
+        "Cross-attention hides only PAD source tokens: the whole source is known before decoding starts, so no causal part. The exercise wants the mask at its full (B, H, L_t, L_s) shape.",
+        "Start from the (B, 1, 1, L_s) padding mask (yours from 6.1 or the course's is allowed) and expand its size-1 axes to num_heads and tgt_len.",
+        "B, L_s = src.shape\nreturn (src != pad_id)[:, None, None, :].expand(B, num_heads, tgt_len, L_s)",
+    ),
+}
 
 
 class _CourseStyleMHA:

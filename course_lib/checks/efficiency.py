@@ -26,6 +26,22 @@ from ._machinery import (
 Step = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex11_1": (
+        "Online softmax keeps, per query, a running max m, a running sum l of exp(score - m) and an un-normalised weighted sum acc; a new block may raise the max, and then the old l and acc, measured against the old max, must be converted.",
+        "New max = elementwise max of the old one and the block's max (keepdim). This block's terms are exp(scores - new max); the old l and acc are multiplied by exp(old max - new max) before adding them. Do not divide by l here.",
+        "m_new = torch.maximum(m_prev, scores_block.amax(-1, keepdim=True))\np = torch.exp(scores_block - m_new); alpha = torch.exp(m_prev - m_new)\nreturn m_new, l_prev * alpha + p.sum(-1, keepdim=True), acc_prev * alpha + p @ v_block",
+    ),
+    "ex11_2": (
+        "A KV cache remembers the keys and values of every position seen so far; a step appends the new positions after the cached ones.",
+        "Tensors are (B, H, L, d): the positions are axis 2. Join the cache and the new entries along that axis, old first; the same for values. An empty cache (L = 0) needs no special case.",
+        "return torch.cat([cache_k, k_new], dim=2), torch.cat([cache_v, v_new], dim=2)",
+    ),
+}
+
+
 @isolated
 def check_online_softmax(fn: Step) -> None:
     """Check fn(m_prev, l_prev, acc_prev, scores_block, v_block) -> (m_new, l_new, acc_new).

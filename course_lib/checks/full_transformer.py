@@ -55,17 +55,12 @@ DECODING_HINTS = {
     "ls_steps": "loss at a position = (1 - eps) * (-log p[target]) + eps * mean over v of "
     "(-log p[v]), with log p = log_softmax(logits, dim=-1); then average over non-PAD positions.",
     # greedy decoding
-    "gd_error": "model.encode(src) gives memory (B, L_s, D) once; then start ys = a (B, 1) tensor "
-    "of bos_id and repeat: logits = model.decode(ys, memory, src) is (B, t, V), take the "
-    "last position logits[:, -1], argmax, append it to ys with torch.cat(..., dim=1)",
+    "gd_error": "encode the source once to get memory (B, L_s, D); start the decoder input with a (B, 1) column of bos_id; each step the decoder gives logits (B, t, V): take the newest position, pick the argmax, append it along the time axis",
     "gd_reference": "your function called course_lib's reference `Transformer.{name}`; write the "
     "loop yourself with model.encode and model.decode",
     "gd_tensor": "return a (B, T) tensor of token ids (torch.long), T <= max_len",
-    "gd_bos": "the output starts with BOS: BOS is only the decoder's first input; drop it from "
-    "what you return (return ys[:, 1:])",
-    "gd_no_feedback": "every step predicted the same token, as if the decoder saw only BOS: "
-    "append each prediction to the decoder input (ys = torch.cat([ys, next_id[:, None]], dim=1)) "
-    "and read the newest position's logits, logits[:, -1], not logits[:, 0]",
+    "gd_bos": "the output starts with BOS: BOS is only the decoder's first input; drop it from what you return (the first column)",
+    "gd_no_feedback": "every step predicted the same token, as if the decoder saw only BOS: append each prediction to the decoder input and read the newest position's logits (the last one, not logits[:, 0])",
     "gd_no_eos": "EOS is missing: keep the EOS token in the output (it tells where the "
     "translation ends); write PAD only after it",
     "gd_after_eos": "tokens after EOS: once a row has produced EOS it is finished, so every later "
@@ -85,6 +80,22 @@ DECODING_HINTS = {
 H = DECODING_HINTS
 
 # ----------------------------------------------------------------------------- label smoothing
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex9_1": (
+        "Label smoothing trains against a softened target: (1 - eps) on the right token and eps spread evenly over all V tokens; PAD positions do not count, and the mean runs over the real positions.",
+        "Take log-probabilities over the vocabulary (a log-softmax over the last axis, stable for large logits); the loss per position is (1 - eps) times minus the target's log-probability plus eps times minus the mean log-probability over V; mask out PAD and divide by the number of real targets.",
+        "log_p = torch.log_softmax(logits, dim=-1)\nnll = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)\nper_pos = (1 - eps) * nll - eps * log_p.mean(dim=-1)\nreal = targets != pad_id\nreturn (per_pos * real).sum() / real.sum()",
+    ),
+    "ex9_2": (
+        "Greedy decoding feeds the decoder its own predictions one token at a time, always taking the most likely next token; the source is encoded once, and the loop ends when every row has said EOS (or after max_len tokens).",
+        "Keep ys (B, t), starting with BOS, and a (B,) 'done' flag. Each step: decode ys against the memory, take the argmax of the newest position, write PAD where the row is done, append, update done, stop when all are done. Return ys without the BOS column.",
+        "memory = model.encode(src)\nys = torch.full((B, 1), bos_id, dtype=torch.long); done = torch.zeros(B, dtype=torch.bool)\nfor _ in range(max_len):\n    nxt = model.decode(ys, memory, src)[:, -1].argmax(-1).masked_fill(done, model.pad_id)\n    ys = torch.cat([ys, nxt[:, None]], 1); done |= nxt == eos_id\n    if done.all(): break\nreturn ys[:, 1:]",
+    ),
+}
 
 
 def _smoothed_loss(

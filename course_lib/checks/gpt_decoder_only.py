@@ -41,8 +41,7 @@ SAMPLING_HINTS = {
     "lm_sum": "you returned the sum over positions; return the mean",
     "lm_softmax_axis": "log-softmax over the wrong axis: the probabilities are over the "
     "vocabulary, the last axis (dim=-1)",
-    "lm_steps": "loss = mean over b and t < T-1 of -log softmax(logits[b, t])[tokens[b, t + 1]], "
-    "i.e. F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1)).",
+    "lm_steps": "loss = mean over b and t < T-1 of -log softmax(logits[b, t])[tokens[b, t + 1]]: position t is scored against the token after it.",
     # top-k
     "k_error": "torch.topk(logits, k, dim=-1) gives the k largest values of each row; the "
     "smallest of them, values[..., -1:], is a threshold: keep logits >= it, set the rest to "
@@ -95,6 +94,27 @@ SAMPLING_HINTS = {
 H = SAMPLING_HINTS
 
 # ----------------------------------------------------------------------------- the causal LM loss
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex10_1": (
+        "A language model's logits at position t are its guess for the *next* token, t + 1; the last position has nothing to predict and the first token is never predicted.",
+        "Drop the last position of the logits and the first token of the sequence so they line up, flatten both (cross-entropy wants (N, V) and (N,)), and take the mean cross-entropy.",
+        "V = logits.shape[-1]\nreturn F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1))",
+    ),
+    "ex10_2": (
+        "Top-k keeps each row's k largest logits untouched and removes the rest by making their logit -inf (probability 0 after the softmax); with k >= V nothing is removed.",
+        "Find each row's k-th largest value along the last axis (clamp k to V), keep it broadcastable, and replace every logit below it with -inf in a new tensor; do not modify the input.",
+        "k = min(k, logits.shape[-1])\nkth = torch.topk(logits, k, dim=-1).values[..., -1:]\nreturn logits.masked_fill(logits < kth, float('-inf'))",
+    ),
+    "ex10_3": (
+        "Top-p keeps the smallest set of most likely tokens whose probability reaches p, including the token that reaches it; the most likely token always survives.",
+        "Sort the logits in decreasing order (remember the order), turn them into probabilities, and keep a sorted token while the probability mass *before* it is still below p. Put each decision back at its token's own position, then set the removed logits to -inf.",
+        "sorted_logits, order = logits.sort(dim=-1, descending=True)\nprobs = sorted_logits.softmax(-1)\nkeep_sorted = probs.cumsum(-1) - probs < p\nkeep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)\nreturn logits.masked_fill(~keep, float('-inf'))",
+    ),
+}
 
 
 def _lm_loss(logits, tokens, shift: int = 1, reduce: str = "mean", dim: int = -1):

@@ -22,6 +22,22 @@ from ._machinery import (
 )
 
 
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex6_1": (
+        "The mask answers 'may this key be attended to?': True at real tokens, False at PAD. It must broadcast over heads and queries, which see the same keys.",
+        "One comparison of the tokens with pad_id gives (B, L) bools; insert the head and query axes (size 1) so the result is (B, 1, 1, L) and lines up with the keys, the last axis of (B, H, L_q, L_k).",
+        "return (tokens != pad_id)[:, None, None, :]",
+    ),
+    "ex6_2": (
+        "A token may look at itself and the past, never the future: True at (query i, key j) exactly when j <= i.",
+        "That is the lower triangle of an all-True (L, L) bool matrix, diagonal included; add two leading size-1 axes for batch and heads.",
+        "return torch.ones(L, L, dtype=torch.bool).tril()[None, None]",
+    ),
+}
+
+
 @isolated
 def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> None:
     """Check fn(L) -> bool (L, L) or (1, 1, L, L) mask, True where key j <= query i."""

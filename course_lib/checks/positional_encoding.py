@@ -24,9 +24,7 @@ from ._machinery import (
 )
 
 ROPE_HINTS = {
-    "error": "x is (..., L, d) with d even: positions run along axis -2, features along -1; "
-    "angle[pos, i] = pos / 10000^(2i/d) has shape (L, d/2), and pair i is "
-    "(x[..., 2i], x[..., 2i+1]) = (x[..., 0::2], x[..., 1::2])",
+    "error": "x is (..., L, d) with d even: positions run along axis -2, features along -1; the angles pos / 10000^(2i/d) form an (L, d/2) table, and pair i is the even feature 2i with the odd feature 2i+1",
     "direction": "rotated the wrong way (by -angle): the new pair is "
     "(x_even·cos - x_odd·sin, x_even·sin + x_odd·cos); check the signs of the sin terms",
     "halves": "you paired dimension i with i + d/2 (the 'rotate_half' layout of some "
@@ -48,6 +46,22 @@ ROPE_HINTS = {
     "formula": "For pair i at position pos, angle = pos / 10000^(2i/d): "
     "out[2i] = x[2i]·cos(angle) - x[2i+1]·sin(angle), "
     "out[2i+1] = x[2i]·sin(angle) + x[2i+1]·cos(angle).",
+}
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex5_1": (
+        "Every pair of dimensions (2i, 2i+1) is a clock turning at its own speed omega_i = 1/10000^(2i/d_model): the even one holds the sine of pos*omega_i, the odd one the cosine.",
+        "Build all angles at once by broadcasting positions (max_len, 1) against frequencies (d_model/2,); the exponent 2i runs over 0, 2, 4, ... Fill the even columns with sin and the odd columns with cos of the same angles.",
+        "pos = torch.arange(max_len, dtype=torch.float32)[:, None]\nomega = 10000 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)\npe = torch.zeros(max_len, d_model)\npe[:, 0::2], pe[:, 1::2] = torch.sin(pos * omega), torch.cos(pos * omega)\nreturn pe",
+    ),
+    "ex5_2": (
+        "RoPE turns each neighbouring feature pair (2i, 2i+1) at position pos by the angle pos*omega_i, the same angles as Exercise 5.1; position 0 is not turned.",
+        "Angles are (L, d/2) and broadcast over the leading axes. Take the even and odd features as the two coordinates of each pair and apply a 2-D rotation (cos, -sin; sin, cos); write the results back interleaved into a new tensor shaped like x.",
+        "theta = torch.arange(L)[:, None] * 10000 ** (-torch.arange(0, d, 2) / d)\nxe, xo = x[..., 0::2], x[..., 1::2]\nout = torch.empty_like(x)\nout[..., 0::2] = xe * theta.cos() - xo * theta.sin()\nout[..., 1::2] = xe * theta.sin() + xo * theta.cos()\nreturn out",
+    ),
 }
 
 

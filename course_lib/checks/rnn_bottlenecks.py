@@ -33,9 +33,25 @@ JACOBIAN_HINTS = {
     "tanh'(a) = 1 - h'^2 as well",
     "not_squared": "tanh'(a) = 1 - tanh(a)^2 = 1 - h_new**2, not 1 - h_new",
     "tanh_again": "h_new is already tanh(a): tanh'(a) = 1 - h_new**2, do not apply tanh again",
-    "columns": "tanh' scales the rows of W_hh (output i of the step), not its columns: use "
-    "(1 - h_new**2)[:, :, None] * W_hh, i.e. diag(1 - h'^2) @ W_hh",
+    "columns": "tanh' scales the rows of W_hh (output i of the step), not its columns: the "
+    "Jacobian is diag(1 - h'^2) @ W_hh, so the factor needs a trailing axis, not a middle one",
     "transposed": "W_hh is transposed: entry (i, j) is d h'_i / d h_j = tanh'(a_i) * W_hh[i, j]",
+}
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex1_1": (
+        "One step of a vanilla RNN mixes the new input and the previous state linearly, adds both biases, and squashes the sum with tanh.",
+        "W_ih is (H, I) and x is (B, I): a batch of row vectors times a weight stored as (out, in) needs the weight transposed; the same holds for h and W_hh. Both products are (B, H); add b_ih and b_hh, then tanh.",
+        "return torch.tanh(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh)",
+    ),
+    "ex1_2": (
+        "Chain rule: h_new = tanh(a) with a linear in h_prev, so d h_new / d h_prev = tanh'(a) times d a / d h_prev = W_hh; you already have tanh(a).",
+        "tanh'(a) = 1 - tanh(a)^2 = 1 - h_new**2, one number per output unit i; it scales row i of W_hh. Give it a trailing axis so it broadcasts to (B, H, H).",
+        "return (1 - h_new**2)[:, :, None] * W_hh",
+    ),
 }
 
 

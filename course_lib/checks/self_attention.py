@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from . import _answers as O
 from ._hints import HINTS, MASK_HINTS, SOFTMAX_AXIS
 from ._machinery import (
+    NAN_MASK_HINT,
     as_tensors,
     call_learner,
     case_label,
     compare,
-    NAN_MASK_HINT,
     isolated,
     passed,
     randn,
@@ -44,8 +44,23 @@ SELF_ATTENTION_HINTS = {
     "compute x @ w, not x @ w.T",
     "scale_d_model": "scores divided by √d_model: the scale is √d_k with d_k = w_q.shape[1], "
     "the width of the queries, not the width of x",
-    "steps": "Six steps: q, k, v = x @ w_q, x @ w_k, x @ w_v; scores = q @ k.transpose(-2, -1); "
-    "divide by √d_k; softmax over the last axis; weights @ v (the weighted sum).",
+    "steps": "Six steps: project x into queries, keys and values with the three matrices; scores = queries times transposed keys; divide by √d_k; softmax over the last axis; the weighted sum of the values.",
+}
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex3_1": (
+        "Each query compares itself with every key (a dot product), the comparisons are scaled so their spread does not grow with d_k, turned into weights that sum to 1 over the keys, and the values are averaged with those weights.",
+        "Scores are (..., L_q, L_k): swap only the last two axes of k. Divide by sqrt(d_k). Where the mask is False, the score must become -inf before the softmax; the softmax runs over the last axis (the keys). out = weights times v.",
+        "scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\nif mask is not None:\n    scores = scores.masked_fill(~mask, float('-inf'))\nweights = torch.softmax(scores, dim=-1)\nreturn weights @ v, weights",
+    ),
+    "ex3_2": (
+        "A layer learns what to ask, what to answer and what to hand over: three projections of x (queries, keys, values), then the attention of Exercise 3.1.",
+        "w_q, w_k, w_v are plain (d_model, d) matrices: multiply x by each, no transpose. The scale is sqrt of the width of the queries, w_q.shape[1], not of x. You may call your Exercise 3.1 function.",
+        "q, k, v = x @ w_q, x @ w_k, x @ w_v\nreturn scaled_dot_product_attention(q, k, v)",
+    ),
 }
 
 

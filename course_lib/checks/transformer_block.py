@@ -32,28 +32,38 @@ ENCODER_HINTS = {
     "norm1(h) and norm2(h) map (B, L, D) to (B, L, D)",
     "no_residual": "no residual connections: each sublayer's output must be *added* to its "
     "input, x = x + sublayer(norm(x)); without the `x +` the block forgets its input",
-    "no_attn_residual": "the attention sublayer has no residual: x = x + self_attn(h, h, h, mask) "
-    "with h = norm1(x), not x = self_attn(...)",
-    "no_ff_residual": "the feed-forward sublayer has no residual: return x + ff(norm2(x)), not "
-    "ff(norm2(x))",
+    "no_attn_residual": "the attention sublayer has no residual: its output must be added to the raw x, not replace it",
+    "no_ff_residual": "the feed-forward sublayer has no residual: add its output to its raw input x",
     "post_ln": "this is post-LN (norm after the residual add, as in the 2017 paper): the "
     "exercise asks for pre-LN, x = x + sublayer(norm(x)), which leaves the residual path "
     "un-normalised",
-    "residual_from_normed": "the residual adds the normalised vector: with h = norm1(x) compute "
-    "x + self_attn(h, h, h, mask), not h + self_attn(h, h, h, mask); the residual path must "
-    "carry the raw x",
+    "residual_from_normed": "the residual adds the normalised vector: normalise only the copy that goes into the sublayer; the residual path must carry the raw x",
     "norms_swapped": "norm1 and norm2 are swapped: norm1 goes before self-attention and norm2 "
     "before the feed-forward network",
     "one_norm": "the same LayerNorm is used twice: norm1 before self-attention, norm2 before "
     "the feed-forward network (each has its own gain and bias)",
-    "mask_ignored": "the mask was not passed to self_attn: PAD positions leak into the real "
-    "ones; call self_attn(h, h, h, mask)",
+    "mask_ignored": "the mask was not passed to self_attn: PAD positions leak into the real ones; pass mask on",
     "kv_not_normed": "keys and values come from the raw x: in pre-LN self-attention queries, "
     "keys and values are all h = norm1(x)",
     "order": "feed-forward before self-attention: an encoder layer attends first (tokens "
     "exchange information), then transforms each token with the feed-forward network",
-    "steps": "Pre-LN: h = norm1(x); x = x + self_attn(h, h, h, mask); "
-    "x = x + ff(norm2(x)); return x.",
+    "steps": "Pre-LN: each sublayer adds its output to the raw x, and only its input is normalised: norm1 before self-attention, norm2 before the feed-forward network.",
+}
+
+
+# Hint ladders, one per exercise: the idea, then the operations and axes, then code.
+# `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
+LADDERS: dict[str, tuple[str, ...]] = {
+    "ex8_1": (
+        "A pre-LN encoder layer is two sublayers, each 'normalise a copy, transform it, add the result back to the raw input': first self-attention, then the feed-forward network.",
+        "Use norm1 before self-attention (queries, keys and values are all the same normalised x; pass the mask) and norm2 before ff; both residuals add to the un-normalised running x.",
+        "h = norm1(x)\nx = x + self_attn(h, h, h, mask)\nreturn x + ff(norm2(x))",
+    ),
+    "ex8_2": (
+        "LayerNorm standardises each token's own feature vector (mean 0, variance 1 over its D features), then applies a learned scale gamma and shift beta.",
+        "Mean and variance over the last axis with keepdim=True; the variance is the biased one (divide by D, as nn.LayerNorm); eps goes inside the square root; then times gamma plus beta.",
+        "mean = x.mean(dim=-1, keepdim=True)\nvar = x.var(dim=-1, unbiased=False, keepdim=True)\nreturn (x - mean) / torch.sqrt(var + eps) * gamma + beta",
+    ),
 }
 
 
