@@ -233,7 +233,8 @@ def _difference(a: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     a, e = a.double(), e.double()
     same = (a == e) | (torch.isnan(a) & torch.isnan(e))
     diff = (a - e).abs()
-    return torch.where(same, torch.zeros_like(diff), torch.nan_to_num(diff, nan=torch.inf))
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, torch.inf), diff)
+    return torch.where(same, torch.zeros_like(diff), diff)
 
 
 def compare(

@@ -20,7 +20,7 @@ import functools
 import importlib
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -158,7 +158,7 @@ def _refuse_partials(values: Iterable[Any], refs: dict[int, tuple[Any, str]]) ->
 def reference_disabled(
     allow: Iterable[str] = (),
     namespaces: Iterable[dict[str, Any]] = (),
-    functions: Iterable[Any] = (),
+    functions: Sequence[Any] = (),
 ) -> Iterator[None]:
     """Make course_lib's reference implementations raise while the block runs.
 
@@ -184,6 +184,7 @@ def reference_disabled(
                 undo.append(lambda space=space, key=key, value=value: space.__setitem__(key, value))
 
     try:
+        _refuse_partials(functions, refs)
         for space in spaces:
             if id(space) not in seen:
                 seen.add(id(space))

@@ -21,7 +21,6 @@ from ._machinery import (
     require_callable,
 )
 
-
 # Hint ladders, one per exercise: the idea, then the operations and axes, then code.
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
