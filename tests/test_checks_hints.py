@@ -47,7 +47,11 @@ def _texts(value: object) -> list[str]:
 
 def message_texts() -> dict[str, str]:
     """Every hint text a failure message can contain: _hints and each module's *_HINTS."""
-    found = {f"_hints.{n}": t for n in ("HINTS", "MASK_HINTS") for t in _texts(getattr(_hints, n))}
+    found = {
+        f"_hints.{n}[{i}]": t
+        for n in ("HINTS", "MASK_HINTS")
+        for i, t in enumerate(_texts(getattr(_hints, n)))
+    }
     found["_hints.SOFTMAX_AXIS"] = _hints.SOFTMAX_AXIS
     for module in checks._MODULES:
         for name, value in vars(module).items():

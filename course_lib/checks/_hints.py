@@ -7,7 +7,7 @@ from __future__ import annotations
 
 SOFTMAX_AXIS = (
     "softmax over the wrong axis (dim={dim}): each query's weights must sum to 1 over the "
-    "keys, so use softmax(scores, dim=-1), the last axis L_k"
+    "keys, so the softmax runs over the last axis, L_k"
 )
 MASK_HINTS = {
     "reversed": "mask polarity reversed: you hid the positions where mask is True, but True "
@@ -29,8 +29,7 @@ HINTS = {
     "scale_mul": "scores multiplied by √d_k: divide by √d_k (sqrt of d_k) instead",
     "fill_zero": "hidden scores were filled with 0 instead of -inf, so exp(0) = 1 still gives "
     "them weight; use float('-inf')",
-    "sdpa_steps": "Steps: scores = q @ k.transpose(-2, -1) / math.sqrt(d_k), mask, softmax over "
-    "the last axis, then weights @ v.",
+    "sdpa_steps": "Steps: scores = queries times transposed keys (last two axes only), divided by the square root of d_k; hide masked keys with -inf; softmax over the last axis; weights times values.",
     "contiguous": "after a transpose a tensor is not contiguous, so .view can fail: use .reshape "
     "(or .contiguous().view)",
     "split_no_transpose": "reshaped straight to (B, H, L, d_k) without a transpose, which mixes "
@@ -85,12 +84,10 @@ HINTS = {
     "ln_batchnorm": "normalised over the batch/sequence axis (BatchNorm-like): LayerNorm "
     "normalises each token's own feature vector, mean and variance over the last axis "
     "(dim=-1, keepdim=True)",
-    "ln_unbiased": "unbiased variance: torch.var and x.std divide by D - 1 by default; LayerNorm "
-    "uses the biased variance, x.var(dim=-1, unbiased=False, keepdim=True)",
+    "ln_unbiased": "unbiased variance: torch.var and x.std divide by D - 1 by default; LayerNorm uses the biased variance (divide by D): ask for it with unbiased=False",
     "ln_eps_outside": "eps outside the square root: divide by torch.sqrt(var + eps), not "
     "sqrt(var) + eps",
-    "ln_std": "x.std() + eps: std is unbiased by default and eps belongs inside the sqrt; use "
-    "torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + eps)",
+    "ln_std": "x.std() + eps: std is unbiased by default and eps belongs inside the square root; LayerNorm divides by the square root of (biased variance + eps)",
     "ln_no_eps": "eps is missing: divide by torch.sqrt(var + eps)",
     "ln_fixed_eps": "eps is hard-coded: use the eps argument you were given",
     "ln_no_affine": "forgot gamma and beta: the output is x_hat * gamma + beta",
@@ -133,9 +130,8 @@ HINTS = {
     "(..., L_q, B_k), v_block (..., B_k, d_v)",
     "kv_axis": "concatenated on the wrong axis: the sequence axis of (B, H, L, d) is dim=2 "
     "(dim=-2)",
-    "kv_replace": "replaced the cache instead of appending: return "
-    "torch.cat([cache_k, k_new], dim=2) and the same for v",
-    "kv_order": "new tokens go after the cached ones: torch.cat([cache_k, k_new], dim=2)",
+    "kv_replace": "replaced the cache instead of appending: the result must hold the cached positions followed by the new ones, for the keys and for the values",
+    "kv_order": "new tokens go after the cached ones: the cache comes first along the sequence axis",
     "kv_swapped": "keys and values swapped: return (k_all, v_all)",
     "kv_error": "torch.cat needs every axis except the joined one to match; for (B, H, L, d) "
     "join on the sequence axis, dim=2",
