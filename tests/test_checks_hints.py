@@ -105,3 +105,14 @@ def test_a_check_prints_one_short_line_on_success(capsys):
     checks.check_causal_mask(lambda L: __import__("torch").ones(L, L, dtype=bool).tril())
     out = capsys.readouterr().out
     assert out == "✓ causal_mask: all 3 cases pass\n"
+
+
+def test_the_messages_of_typical_mistakes_hold_no_solution_line():
+    from test_checks import MISTAKES, run_check  # the typical mistakes of tests/test_checks.py
+
+    lines = solution_lines()
+    for exercise, wrong, _ in MISTAKES:
+        with pytest.raises(AssertionError) as info:
+            run_check(exercise, wrong)
+        text = _normal(str(info.value).split("(at line")[0])  # the learner's own line may show
+        assert not [line for line in lines if line in text], str(info.value)
