@@ -12,8 +12,9 @@ from collections.abc import Callable
 import torch
 
 from .data import CharVocab, date_pairs, date_vocab
+from .fit import History
 from .models import Transformer
-from .training import History, train_seq2seq
+from .training import train_seq2seq
 
 # The architecture of notebook 09: pre-LN, 2 + 2 layers, 4 heads, about 246k parameters.
 DATE_MODEL: dict = dict(
@@ -78,5 +79,3 @@ def train_date_model(
 
 
 # ----------------------------------------------------------------------------- inspection
-
-

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,8 +36,9 @@ from .data import (
     date_vocab,
     reverse_pairs,
 )
-from .training import History, exact_match, train_step, warmup_cosine
 from .date_recipe import DATE_MODEL, DATE_TRAIN_PAIRS, DATE_TRAINING, build_date_model
+from .fit import FitConfig, History, fit
+from .training import exact_match, seq2seq_loss
 from .utils import count_parameters, get_device
 
 TASKS = ("dates", "copy", "reverse")
@@ -126,51 +126,46 @@ def train_distributed(
 ) -> History:
     """train_seq2seq's recipe with every global batch split over the ranks; returns the history.
 
+    It is `fit` on this rank's slices with a token-weighted loss; DDP averages the gradients.
     Every rank records the same History: the loss of a step is the mean over the global batch's
     non-PAD tokens, as train_seq2seq records it. With dropout 0, the losses and final weights
     equal train_seq2seq's with the same arguments, up to float rounding.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
     if batch_size % info.world_size != 0:
         raise ValueError(
             f"the global batch size {batch_size} must divide evenly over {info.world_size} ranks"
         )
-    warmup = min(warmup, steps // 2)  # as train_seq2seq does
+    # train_seq2seq's recipe; seed=None: dropout (none in the recipe) is seeded by main, per rank
+    config = FitConfig(steps, lr, weight_decay, warmup=min(warmup, steps // 2), clip=clip,
+                       seed=None, progress=False)  # fmt: skip
     model.to(info.device)
     if info.world_size > 1:  # DDP copies rank 0's weights to all ranks, then averages gradients
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         model = DDP(model, device_ids=device_ids)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup, steps)
-    )
     batches = batch_iterator(pairs, vocab, batch_size, seed=seed)  # the same on every rank
-    history = History()
-    start = time.perf_counter()
-    for step in range(steps):
-        shard = shard_batch(next(batches), info.rank, info.world_size).to(info.device)
+    shards = (shard_batch(b, info.rank, info.world_size).to(info.device) for b in batches)
+
+    def loss_fn(model: nn.Module, shard: Batch) -> torch.Tensor:
+        """This rank's summed token loss / (global non-PAD tokens / world size)."""
         tokens = _all_reduce_sum((shard.tgt_out != vocab.pad_id).sum())  # global non-PAD count
-        current_lr = scheduler.get_last_lr()[0]
-        loss, grad_norm = train_step(
-            model, shard, optimizer, scheduler, clip, pad_id=vocab.pad_id,
-            loss_tokens=tokens.item() / info.world_size,
-        )  # fmt: skip
-        # Each rank's loss is its share of the global mean: their sum is the global mean.
-        if info.world_size > 1:
-            share = torch.tensor(loss / info.world_size, dtype=torch.float64, device=info.device)
-            loss = _all_reduce_sum(share).item()
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {step}; try a lower lr ({lr})")
-        history.step.append(step)
-        history.loss.append(loss)
-        history.lr.append(current_lr)
-        history.grad_norm.append(grad_norm)  # of the averaged gradient: the same on every rank
-        last = step == steps - 1
-        if info.is_main and log_every and (step % log_every == 0 or last):
+        return seq2seq_loss(model, shard, vocab.pad_id, loss_tokens=tokens.item() / info.world_size)
+
+    def mean_over_ranks(loss: float) -> float:
+        """Each rank's loss is its share of the global mean times world size: average them."""
+        share = torch.tensor(loss / info.world_size, dtype=torch.float64, device=info.device)
+        return _all_reduce_sum(share).item()
+
+    start = time.perf_counter()
+
+    def report(step: int, history: History) -> None:
+        """Rank 0 prints a line every log_every steps and after the last."""
+        if info.is_main and log_every and (step % log_every == 0 or step == steps - 1):
             elapsed = time.perf_counter() - start
+            loss, current_lr = history.loss[-1], history.lr[-1]
             log(f"step {step:>5}/{steps}  loss {loss:.4f}  lr {current_lr:.2e}  {elapsed:6.1f} s")
-    return history
+
+    average = mean_over_ranks if info.world_size > 1 else None
+    return fit(model, shards, loss_fn, config, callback=report, mean_over_ranks=average)
 
 
 # ----------------------------------------------------------------------------- tasks

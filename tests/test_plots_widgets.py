@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from course_lib import plots, widgets
+from course_lib.fit import History
 from course_lib.lessons.positional_encoding import (
     plot_encoding_curves,
     plot_positional_encoding,
@@ -22,7 +23,6 @@ from course_lib.plots import (
     use_course_style,
 )
 from course_lib.positional import sinusoidal_encoding
-from course_lib.training import History
 
 plt.switch_backend("Agg")  # headless, whatever MPLBACKEND says
 TOKENS = ["the", "cat", "sat", "on"]

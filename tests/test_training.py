@@ -9,15 +9,14 @@ from torch import nn
 
 from course_lib.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 from course_lib.data import CharVocab, make_batch, reverse_pairs
+from course_lib.fit import History, warmup_cosine
 from course_lib.training import (
-    History,
     exact_match,
     exact_match_by,
     sequence_loss,
     train_seq2seq,
     train_step,
     translate,
-    warmup_cosine,
 )
 
 ALPHABET = "abcdef"

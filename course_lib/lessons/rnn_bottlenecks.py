@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import jacrev, vmap
 
 from ..data import CharVocab, reverse_pairs
+from ..fit import FitConfig, fit
 from ..rnn import Seq2SeqRNN
 from ..training import exact_match_by, train_seq2seq, translate
 
@@ -311,18 +312,17 @@ def train_memory_task(
         torch.manual_seed(seed)
         model = MemoryRNN(kind, forget_bias=forget_bias)
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        length = int(torch.randint(min_len, max_len + 1, (1,), generator=g))
-        x, y = first_symbol_batch(batch, length, generator=g)
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-    return model, losses
+
+    def batches():
+        while True:
+            length = int(torch.randint(min_len, max_len + 1, (1,), generator=g))
+            yield first_symbol_batch(batch, length, generator=g)
+
+    config = FitConfig(
+        steps, lr, weight_decay=0.0, schedule="constant", clip=1.0, seed=None, progress=False
+    )  # fmt: skip
+    loss_fn = lambda m, xy: nn.functional.cross_entropy(m(xy[0]), xy[1])  # noqa: E731
+    return model, fit(model, batches(), loss_fn, config).loss
 
 
 @torch.no_grad()

@@ -23,10 +23,11 @@ from torch import nn
 
 from ..attention import MultiHeadAttention
 from ..blocks import FeedForward
+from ..fit import FitConfig, fit
 from ..masks import causal_mask
 from ..plots import OKABE_ITO, plot_curves
 from ..positional import SinusoidalPositionalEncoding
-from ..utils import expect_ndim
+from ..utils import evaluating, expect_ndim
 
 NORM_PLACES = ("pre", "post", "none")
 
@@ -253,39 +254,28 @@ def train_tagger(
     seed: int = 0,
     eval_size: int = 512,
 ) -> dict[str, list[float] | float]:
-    """Adam (linear warm-up over `warmup` steps, then constant) on fresh batches of `task`.
+    """fit with Adam (AdamW, no decay): linear warm-up over `warmup` steps, then a constant LR,
+    clipping at `clip`, on fresh batches of `task`. The model is left in eval mode.
 
     Returns "loss" (one per step) and, on eval_size held-out sequences: "acc" and "eval_loss"
     in eval mode, and "train_mode_loss" in training mode with batches of batch_size (these
     differ only for a model whose output depends on the batch, such as one with BatchNorm).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps}")
+    config = FitConfig(steps, lr, weight_decay=0.0, warmup=warmup, schedule="constant", clip=clip,
+                       seed=None, progress=False)  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     held_out = torch.Generator().manual_seed(10_000 + seed)
     x_eval, y_eval = task_batch(task, eval_size, length, vocab_size, held_out)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    ramp = lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0  # noqa: E731
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, ramp)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        x, y = task_batch(task, batch_size, length, vocab_size, gen)
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
-    with torch.no_grad():
+    batches = iter(lambda: task_batch(task, batch_size, length, vocab_size, gen), None)
+    loss_fn = lambda m, xy: F.cross_entropy(m(xy[0]).flatten(0, 1), xy[1].flatten())  # noqa: E731
+    losses = fit(model, batches, loss_fn, config).loss
+    with evaluating(model):
         acc = (model(x_eval).argmax(-1) == y_eval).float().mean().item()
-    result = {"loss": losses, "acc": acc, "eval_loss": _mean_loss(model, x_eval, y_eval, eval_size)}
-    model.train()  # batch statistics, as during training (this also moves running averages)
-    result["train_mode_loss"] = _mean_loss(model, x_eval, y_eval, batch_size)
+        eval_loss = _mean_loss(model, x_eval, y_eval, eval_size)
+    # batch statistics, as during training (this also moves BatchNorm's running averages)
+    train_mode_loss = _mean_loss(model.train(), x_eval, y_eval, batch_size)
     model.eval()
-    return result
+    return {"loss": losses, "acc": acc, "eval_loss": eval_loss, "train_mode_loss": train_mode_loss}
 
 
 def smooth(values: Sequence[float], window: int = 10) -> list[float]:
