@@ -12,7 +12,8 @@ from course_lib.blocks import recording_attention
 from course_lib.corpora import encode_text, grammar_corpus
 from course_lib.data import CharVocab
 from course_lib.gpt import GPT
-from course_lib.lm import CharNGram, evaluate_lm, lm_batch, train_lm
+from course_lib.lessons.gpt_decoder_only import CharNGram
+from course_lib.lm import evaluate_lm, lm_batch, train_lm
 from course_lib.sampling import (
     entropy,
     filter_logits,

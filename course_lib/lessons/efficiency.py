@@ -5,7 +5,6 @@ uses on any device (the CPU has no `max_memory_allocated`); `counting_attention`
 `kv_cache_bytes` count what a KV cache saves and costs in generation.
 """
 
-
 from __future__ import annotations
 
 import statistics
@@ -23,6 +22,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..attention import scaled_dot_product_attention
 from ..tiled_attention import online_softmax_attention
+from ..utils import evaluating
 
 
 def _storages(obj: Any) -> dict[int, int]:
@@ -191,14 +191,13 @@ def kv_cache_bytes(past_kv: Any) -> int:
     return sum(t.nbytes for t in tree_flatten(past_kv)[0] if isinstance(t, torch.Tensor))
 
 
-@torch.no_grad()
 def gpt_step_seconds(model: nn.Module, cache_len: int, repeats: int = 10, seed: int = 0) -> float:
     """Median seconds of one cached decoding step of a GPT whose cache holds cache_len tokens."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, model.vocab_size, (1, cache_len + 1), generator=g)
-    model.eval()
-    _, _, past = model(idx[:, :-1], use_cache=True)  # (1, H, cache_len, d_k) per layer
-    return median_time(lambda: model(idx[:, -1:], past_kv=past, use_cache=True), repeats)
+    with evaluating(model):
+        _, _, past = model(idx[:, :-1], use_cache=True)  # (1, H, cache_len, d_k) per layer
+        return median_time(lambda: model(idx[:, -1:], past_kv=past, use_cache=True), repeats)
 
 
 @torch.no_grad()

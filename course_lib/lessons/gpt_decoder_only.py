@@ -3,7 +3,8 @@
 `continue_text` samples continuations of a prompt; `distinct_ngram_ratio` and `known_word_rate`
 put numbers on "repetitive" and "made-up words"; `complete_line` runs greedy decoding or beam
 search up to a newline; `plot_next_token_probs` draws a next-character distribution, and
-`sampling_explorer` wires temperature / top-k / top-p sliders to live samples.
+`sampling_explorer` wires temperature / top-k / top-p sliders to live samples; `CharNGram` is
+the unigram / bigram baseline a GPT has to beat.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from matplotlib.axes import Axes
 
 from ..data import CharVocab
 from ..gpt import GPT
+from ..lm import check_data
 from ..plots import to_numpy, token_label
 from ..sampling import next_token_probs
+from ..utils import evaluating
 
 WORD = re.compile(r"[A-Za-z]+")
 
@@ -93,8 +96,8 @@ def next_token_distribution(
 ) -> torch.Tensor:
     """(V,) probabilities of the character after `prompt`, after temperature, top-k and top-p."""
     idx = encode_prompt(vocab, prompt)[:, -model.max_len :]
-    model.eval()
-    logits = model(idx)[0][0, -1]  # (V,)
+    with evaluating(model):
+        logits = model(idx)[0][0, -1]  # (V,)
     return next_token_probs(logits, temperature, top_k, top_p)
 
 
@@ -137,20 +140,20 @@ def complete_line(
     eos = vocab.stoi["\n"]
     idx = encode_prompt(vocab, prompt)
     max_new = min(max_new, model.max_len - idx.shape[1])  # the whole line must fit the context
-    if beam_size:
-        tokens = model.beam_search(idx, max_new, eos, beam_size, length_penalty)[0].tokens
-    else:
-        out, past = [], None
-        logits, _, past = model.eval()(idx, use_cache=True)
-        for _ in range(max_new):
-            token = int(logits[0, -1].argmax())
-            out.append(token)
-            if token == eos:
-                break
-            logits, _, past = model(torch.tensor([[token]]), past_kv=past, use_cache=True)
-        tokens = out
-    full = torch.cat([idx, torch.tensor([tokens])], dim=1)
-    return ids_to_text(vocab, tokens), model.log_prob(full, idx.shape[1]).item()
+    with evaluating(model):
+        if beam_size:
+            tokens = model.beam_search(idx, max_new, eos, beam_size, length_penalty)[0].tokens
+        else:
+            tokens = []
+            logits, _, past = model(idx, use_cache=True)
+            for _ in range(max_new):
+                token = int(logits[0, -1].argmax())
+                tokens.append(token)
+                if token == eos:
+                    break
+                logits, _, past = model(torch.tensor([[token]]), past_kv=past, use_cache=True)
+        full = torch.cat([idx, torch.tensor([tokens])], dim=1)
+        return ids_to_text(vocab, tokens), model.log_prob(full, idx.shape[1]).item()
 
 
 def sampling_explorer(
@@ -187,7 +190,51 @@ def sampling_explorer(
     return explorer(controls, render, title)
 
 
+# ----------------------------------------------------------------------------- n-gram baselines
+
+
+class CharNGram:
+    """A unigram (n=1) or bigram (n=2) model from counts, with add-alpha smoothing.
+
+    p(b | a) = (count(a b) + alpha) / (count(a) + alpha V): every pair has some probability,
+    so a pair never seen in training costs a finite loss. n=1 ignores the previous id.
+    """
+
+    def __init__(self, data: torch.Tensor, vocab_size: int, n: int = 2, alpha: float = 0.1):
+        if n not in (1, 2):
+            raise ValueError(f"n must be 1 (unigram) or 2 (bigram), got {n}")
+        if alpha <= 0:
+            raise ValueError(
+                f"alpha must be > 0 so unseen pairs keep some probability, got {alpha}"
+            )
+        check_data(data, 1)
+        self.n, self.vocab_size = n, vocab_size
+        V = vocab_size
+        if n == 1:
+            counts = torch.bincount(data, minlength=V).double()[None].expand(V, V)
+        else:
+            counts = torch.bincount(data[:-1] * V + data[1:], minlength=V * V).double().view(V, V)
+        smoothed = counts + alpha  # (V, V): row a = the counts of what follows a
+        self.log_probs = (smoothed / smoothed.sum(dim=1, keepdim=True)).log().float()  # (V, V)
+
+    def loss(self, data: torch.Tensor) -> float:
+        """Mean -log p(next | previous) in nats over data[1:], the positions a GPT predicts too."""
+        check_data(data, 1)
+        return -self.log_probs[data[:-1], data[1:]].double().mean().item()
+
+    def generate(
+        self, start: torch.Tensor, length: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Sample `length` ids after each start id: start (B,) -> (B, 1 + length)."""
+        out = [start]
+        for _ in range(length):
+            probs = self.log_probs[out[-1]].exp()  # (B, V)
+            out.append(torch.multinomial(probs, 1, generator=generator)[:, 0])
+        return torch.stack(out, dim=1)
+
+
 __all__ = [
+    "CharNGram",
     "complete_line",
     "continue_text",
     "distinct_ngram_ratio",
