@@ -365,3 +365,29 @@ def plot_curves(
     if len(ys) > 1:
         ax.legend()
     return ax
+
+
+def smooth(values: Sequence[float], window: int = 10) -> list[float]:
+    """Trailing moving average (the first points average what exists so far), for noisy curves."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_dependence(dep: Any, tokens: Sequence[str], title: str, ax: Axes) -> Axes:
+    """Heatmap of an (L, L) dependence matrix, e.g. lessons' position_dependence: [i, j] = how
+    much output position i depends on input position j (rows: outputs, columns: inputs)."""
+    d = to_numpy(dep)
+    im = ax.imshow(d / max(float(d.max()), 1e-12), cmap="viridis", vmin=0, vmax=1)
+    ax.grid(False)
+    ax.set_xticks(range(len(tokens)), [str(t) for t in tokens])
+    ax.set_yticks(range(len(tokens)), [str(t) for t in tokens])
+    ax.set_xlabel("input position j")
+    ax.set_ylabel("output position i")
+    ax.set_title(title)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="|∂out_i / ∂x_j| (scaled)")
+    return ax

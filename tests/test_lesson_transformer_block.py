@@ -18,7 +18,6 @@ from course_lib.lessons.transformer_block import (
     Tagger,
     depth_profiles,
     make_stack,
-    plot_dependence,
     plot_norm_axes,
     plot_profiles,
     position_dependence,
@@ -28,6 +27,7 @@ from course_lib.lessons.transformer_block import (
     train_tagger,
 )
 from course_lib.models import Transformer  # noqa: E402
+from course_lib.plots import plot_dependence, smooth  # noqa: E402
 
 CONFIGS = {
     "plain": (False, "none"),
@@ -165,8 +165,6 @@ def test_pictures_are_titled_and_labelled():
 
 
 def test_smooth_is_a_trailing_moving_average():
-    from course_lib.lessons.transformer_block import smooth
-
     assert smooth([1.0, 3.0, 5.0, 7.0], window=2) == [1.0, 2.0, 4.0, 6.0]
     assert smooth([2.0], window=5) == [2.0]
     with pytest.raises(ValueError, match="window"):

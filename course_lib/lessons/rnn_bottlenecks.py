@@ -190,7 +190,7 @@ def critical_path_length(output: torch.Tensor) -> int:
     if output.grad_fn is None:
         raise ValueError("output has no autograd graph: compute it from tensors requiring grad")
     depth: dict[object, int] = {}
-    order, stack = [], [(output.grad_fn, False)]
+    stack = [(output.grad_fn, False)]
     while stack:  # iterative post-order DFS: graphs of long RNNs are deeper than Python's stack
         node, expanded = stack.pop()
         if node is None or (node in depth and not expanded):
@@ -198,7 +198,6 @@ def critical_path_length(output: torch.Tensor) -> int:
         if expanded:
             kids = [n for n, _ in node.next_functions if n is not None]
             depth[node] = 1 + max((depth[k] for k in kids), default=0)
-            order.append(node)
             continue
         depth[node] = -1  # visiting
         stack.append((node, True))
@@ -209,8 +208,7 @@ def critical_path_length(output: torch.Tensor) -> int:
 def unroll(cell: nn.RNNCellBase, xs: torch.Tensor) -> torch.Tensor:
     """Run a cell step by step over xs (B, T, D) from a zero state -> outputs h (B, T, H)."""
     B, T, _ = xs.shape
-    h = xs.new_zeros(B, cell.hidden_size)
-    c = xs.new_zeros(B, cell.hidden_size)
+    h = c = xs.new_zeros(B, cell.hidden_size)  # (B, H); c is the LSTM's cell state
     outs = []
     for t in range(T):
         if isinstance(cell, nn.LSTMCell):
@@ -312,17 +310,12 @@ def train_memory_task(
         torch.manual_seed(seed)
         model = MemoryRNN(kind, forget_bias=forget_bias)
     g = torch.Generator().manual_seed(seed)
-
-    def batches():
-        while True:
-            length = int(torch.randint(min_len, max_len + 1, (1,), generator=g))
-            yield first_symbol_batch(batch, length, generator=g)
-
-    config = FitConfig(
-        steps, lr, weight_decay=0.0, schedule="constant", clip=1.0, seed=None, progress=False
-    )  # fmt: skip
+    lengths = iter(lambda: int(torch.randint(min_len, max_len + 1, (1,), generator=g)), None)
+    batches = (first_symbol_batch(batch, n, generator=g) for n in lengths)  # length, then symbols
+    # Adam (AdamW without decay) at a constant LR, gradients clipped at norm 1
+    config = FitConfig(steps, lr, 0.0, schedule="constant", clip=1.0, seed=None, progress=False)
     loss_fn = lambda m, xy: nn.functional.cross_entropy(m(xy[0]), xy[1])  # noqa: E731
-    return model, fit(model, batches(), loss_fn, config).loss
+    return model, fit(model, batches, loss_fn, config).loss
 
 
 @torch.no_grad()
@@ -338,23 +331,7 @@ def memory_accuracy(
     return out
 
 
-__all__ = [
-    "MemoryRNN",
-    "cell_from_layer",
-    "critical_path_length",
-    "dependency_matrix",
-    "encoder_layer_matmul_flops",
-    "first_symbol_batch",
-    "gradient_norms_through_time",
-    "log10_slope",
-    "make_cell",
-    "memory_accuracy",
-    "rnn_matmul_flops",
-    "state_jacobian_norms",
-    "time_forward_backward",
-    "train_memory_task",
-    "unroll",
-]
+# ----------------------------------------------------------------------------- reversal task
 
 
 REVERSE_ALPHABET = "abcdefghij"

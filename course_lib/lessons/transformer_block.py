@@ -7,7 +7,8 @@
 - `Tagger` and `train_tagger`: a small encoder (or, causal, a tiny GPT) trained on random tokens;
 - `SeqBatchNorm`, `swap_norms` and `train_eval_gap`: BatchNorm for (B, L, D) sequences, put where
   LayerNorm was, and how far its training-mode output is from its eval-mode output;
-- pictures: which numbers each norm averages over, which positions a sublayer mixes, profiles.
+- pictures: which numbers each norm averages over, which positions a sublayer mixes, profiles
+  (the generic ones, `plots.plot_dependence` and `plots.smooth`, live in course_lib.plots).
 """
 
 from __future__ import annotations
@@ -278,17 +279,6 @@ def train_tagger(
     return {"loss": losses, "acc": acc, "eval_loss": eval_loss, "train_mode_loss": train_mode_loss}
 
 
-def smooth(values: Sequence[float], window: int = 10) -> list[float]:
-    """Trailing moving average (the first points average what exists so far), for noisy curves."""
-    if window < 1:
-        raise ValueError(f"window must be at least 1, got {window}")
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v - (values[i - window] if i >= window else 0.0)
-        out.append(total / min(i + 1, window))
-    return out
-
-
 # ----------------------------------------------------------------------------- BatchNorm for sequences
 
 
@@ -366,20 +356,6 @@ def position_dependence(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return jac.pow(2).sum(dim=(1, 3)).sqrt()  # (L, L)
 
 
-def plot_dependence(dep: torch.Tensor, tokens: Sequence[str], title: str, ax: plt.Axes) -> plt.Axes:
-    """Heatmap of a position_dependence matrix: output positions on rows, input positions on columns."""
-    d = dep.detach().numpy()
-    im = ax.imshow(d / max(float(d.max()), 1e-12), cmap="viridis", vmin=0, vmax=1)
-    ax.grid(False)
-    ax.set_xticks(range(len(tokens)), [str(t) for t in tokens])
-    ax.set_yticks(range(len(tokens)), [str(t) for t in tokens])
-    ax.set_xlabel("input position j")
-    ax.set_ylabel("output position i")
-    ax.set_title(title)
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="|∂out_i / ∂x_j| (scaled)")
-    return ax
-
-
 def plot_norm_axes(
     lengths: Sequence[int] = (5, 3, 4), d_model: int = 6, token: int = 1, feature: int = 2
 ):
@@ -421,24 +397,3 @@ def plot_norm_axes(
     fig.legend(handles=handles, loc="lower center", ncols=4)
     fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
     return fig
-
-
-__all__ = [
-    "plot_dependence",
-    "plot_norm_axes",
-    "plot_profiles",
-    "position_dependence",
-    "train_eval_gap",
-    "NORM_PLACES",
-    "SeqBatchNorm",
-    "SwitchableLayer",
-    "Tagger",
-    "depth_profile",
-    "depth_profiles",
-    "make_stack",
-    "TASKS",
-    "task_batch",
-    "smooth",
-    "swap_norms",
-    "train_tagger",
-]
