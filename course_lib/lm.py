@@ -26,6 +26,14 @@ def check_data(data: torch.Tensor, context: int) -> None:
         raise ValueError(f"data has {len(data)} ids, need more than context={context}")
 
 
+def windows(
+    data: torch.Tensor, starts: torch.Tensor, context: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of `context` ids at `starts` (B,) and their next ids: (x, y), each (B, T)."""
+    positions = starts[:, None] + torch.arange(context)  # (B, T)
+    return data[positions], data[positions + 1]  # y[:, t]: the id after x[:, t]
+
+
 def lm_batch(
     data: torch.Tensor,
     batch_size: int,
@@ -45,10 +53,7 @@ def lm_batch(
         if len(allowed) == 0:
             raise ValueError(f"no start position leaves room for a window of {context} + 1 ids")
         starts = allowed[torch.randint(len(allowed), (batch_size,), generator=generator)]
-    offsets = torch.arange(context)  # (T,)
-    x = data[starts[:, None] + offsets]  # (B, T)
-    y = data[starts[:, None] + offsets + 1]  # (B, T): the next id at every position
-    return x, y
+    return windows(data, starts, context)
 
 
 def evaluate_lm(
@@ -69,9 +74,7 @@ def evaluate_lm(
     starts = torch.arange(n) * context  # (n,)
     if max_windows is not None and max_windows < n:
         starts = starts[torch.linspace(0, n - 1, max_windows).round().long()]
-    offsets = torch.arange(context)
-    x = data[starts[:, None] + offsets]  # (n, T)
-    y = data[starts[:, None] + offsets + 1]  # (n, T): the next id at every position
+    x, y = windows(data, starts, context)  # (n, T) each
     total = 0.0
     with evaluating(model):
         for i in range(0, len(starts), batch_size):
@@ -130,4 +133,4 @@ def train_lm(
     return fit(model, batches, loss_fn, config, evaluate, callback)
 
 
-__all__ = ["check_data", "evaluate_lm", "lm_batch", "train_lm"]
+__all__ = ["check_data", "evaluate_lm", "lm_batch", "train_lm", "windows"]

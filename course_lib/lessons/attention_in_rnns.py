@@ -1,6 +1,4 @@
-"""Helpers that keep notebook 02's cells short: how well attention aligns on the reversal task.
-"""
-
+"""Helpers that keep notebook 02's cells short: how well attention aligns on the reversal task."""
 
 from __future__ import annotations
 
@@ -10,6 +8,7 @@ import torch
 
 from ..data import CharVocab, make_batch
 from ..rnn import Seq2SeqRNN
+from ..utils import evaluating
 
 
 @torch.no_grad()
@@ -18,14 +17,10 @@ def reverse_alignment_accuracy(
 ) -> float:
     """Fraction of output letters t whose largest attention weight is on source position L-1-t,
     the letter a reversal copies (over the first L output steps of every pair)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         src = make_batch(pairs, vocab).src  # (B, L_s)
         L_max = max(len(p[0]) for p in pairs)
         _, weights = model.greedy_decode(src, L_max + 1, vocab.bos_id, vocab.eos_id, True)
-    finally:
-        model.train(was_training)
     if weights is None:
         raise ValueError("the model has no attention to read alignments from")
     hits = total = 0

@@ -1,6 +1,4 @@
-"""Helpers that keep notebook 07's cells short: read the attention maps of a trained translator.
-"""
-
+"""Helpers that keep notebook 07's cells short: read the attention maps of a trained translator."""
 
 from __future__ import annotations
 
@@ -12,6 +10,7 @@ from ..blocks import recording_attention
 from ..data import CharVocab, make_batch
 from ..models import Transformer
 from ..training import translate
+from ..utils import evaluating
 
 
 class AttentionMaps(NamedTuple):
@@ -35,13 +34,8 @@ def attention_maps(
     if target is None:
         target = translate(model, [source], vocab)[0]
     batch = make_batch([(source, target)], vocab)
-    was_training = model.training
-    model.eval()
-    try:
-        with recording_attention(model):
-            model(batch.src, batch.tgt_in)
-    finally:
-        model.train(was_training)
+    with evaluating(model), recording_attention(model):
+        model(batch.src, batch.tgt_in)
     return AttentionMaps(
         src_tokens=vocab.ids_to_tokens(batch.src[0]),
         tgt_tokens=vocab.ids_to_tokens(batch.tgt_in[0]),

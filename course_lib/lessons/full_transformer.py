@@ -1,6 +1,4 @@
-"""Helpers that keep notebook 09's cells short: step through decoding, score whole outputs.
-"""
-
+"""Helpers that keep notebook 09's cells short: step through decoding, score whole outputs."""
 
 from __future__ import annotations
 
@@ -16,6 +14,7 @@ from ..blocks import recording_attention
 from ..data import CharVocab
 from ..models import Transformer
 from ..plots import to_numpy
+from ..utils import evaluating
 
 
 class DecodingStep(NamedTuple):
@@ -39,9 +38,7 @@ def decoding_steps(
     src = torch.tensor([vocab.encode(source)])  # (1, L_s)
     ys = [vocab.bos_id]
     steps: list[DecodingStep] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         memory = model.encode(src)  # (1, L_s, D)
         with recording_attention(model):
             for step in range(max_len):
@@ -57,8 +54,6 @@ def decoding_steps(
                 ys.append(int(ids[0]))
                 if ys[-1] == vocab.eos_id:
                     break
-    finally:
-        model.train(was_training)
     return steps
 
 
@@ -110,13 +105,9 @@ def sequence_log_prob(
             f"src and out must be (B, L_s) and (B, L) with the same B, got {tuple(src.shape)} "
             f"and {tuple(out.shape)}"
         )
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         tgt_in = torch.cat([torch.full_like(out[:, :1], bos_id), out[:, :-1]], dim=1)  # (B, L)
         log_probs = model(src, tgt_in).log_softmax(-1)  # (B, L, V)
-    finally:
-        model.train(was_training)
     picked = log_probs.gather(-1, out[..., None])[..., 0]  # (B, L)
     is_eos = (out == eos_id).long()
     before_end = (is_eos.cumsum(dim=1) - is_eos) == 0  # no EOS earlier in the row
