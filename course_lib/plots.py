@@ -287,7 +287,7 @@ def plot_training_curves(
     """Loss-like `keys` against step; accuracy-like `acc_keys`, if present, on a right-hand axis.
 
     `history` is a dict of lists or an object with list attributes, such as
-    `course_lib.training.History` (step, loss, eval_step, eval_acc). A series named eval_*,
+    `course_lib.fit.History` (step, loss, eval_step, eval_acc). A series named eval_*,
     or as long as `eval_step` but not `step`, is plotted against `eval_step`.
     """
     if ax is None:
