@@ -35,13 +35,18 @@ mathjax2_config = {
     "CommonHTML": {"linebreaks": {"automatic": True}},
 }
 myst_update_mathjax = False  # MyST's tweak targets MathJax 3; the delimiters above suffice
-html_static_path = [str(ROOT / "build" / "book-assets")]  # filled by tools/build_book.py
+# build/book-assets/ (MathJax, filled by tools/build_book.py) and book/_static/ (course.css).
+html_static_path = [str(ROOT / "build" / "book-assets"), "_static"]
+html_css_files = ["course.css"]
 
 html_theme = "sphinx_book_theme"
 html_title = "Attention, Step by Step"
 html_copy_source = True
 html_sourcelink_suffix = ""  # _sources/03_self_attention.ipynb: the download is the notebook
 html_show_sphinx = False
+# Result snippets would be fetched from each page, which a browser refuses for file:// pages
+# (CORS errors in the console): titles only, the same from disk and online.
+html_show_search_summary = False
 html_last_updated_fmt = None
 html_theme_options = {
     "use_download_button": True,
@@ -51,3 +56,5 @@ html_theme_options = {
     "navigation_with_keys": True,  # left/right arrow keys: previous/next notebook
     "home_page_in_toc": True,
 }
+# Light by default: the figures have white backgrounds (the reader can still switch).
+html_context = {"default_mode": "light"}
