@@ -13,7 +13,6 @@ gives the same logits as recomputing the whole prefix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from .attention import MultiHeadAttention, merge_heads, scaled_dot_product_atten
 from .blocks import FeedForward
 from .masks import causal_mask
 from .positional import sinusoidal_encoding
-from .sampling import sample_next
+from .sampling import Hypothesis, beam_search, sample_next
 from .utils import check_token_ids, evaluating, fmt_shape
 
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's (keys, values), each (B, H, T, d_k)
@@ -83,16 +82,6 @@ class GPTBlock(nn.Module):
         x = x + self.dropout1(out)
         x = x + self.dropout2(self.ff(self.norm2(x)))
         return x, kv
-
-
-@dataclass
-class Hypothesis:
-    """One beam-search result: the continuation (without the prompt) and its scores."""
-
-    tokens: list[int]  # ends with eos_id when finished
-    log_prob: float  # sum of log p(token | everything before it) over the continuation
-    score: float  # log_prob / ((5 + len(tokens)) / 6) ** length_penalty: what the beam ranks by
-    finished: bool  # True if it ended with eos_id, False if it ran out of max_new_tokens
 
 
 class GPT(nn.Module):
@@ -316,59 +305,46 @@ class GPT(nn.Module):
     ) -> list[Hypothesis]:
         """Continue one prompt (T,) or (1, T); return every hypothesis kept, best first.
 
-        Finished hypotheses (ending in `eos_id`) come first, by score; one that ran out of
-        max_new_tokens ranks below every finished one.
-
-        Each step extends every live beam by every token and keeps the `beam_size` best by
-        summed log-probability; an extension ending in `eos_id` is set aside as finished and the
-        beam shrinks by one. The ranking score is log p / ((5 + length) / 6) ** length_penalty
-        (Wu et al., 2016): 0 favours short continuations, larger values longer ones. The KV
-        cache is reordered along with the beams, so each step costs one token per beam.
+        The search is `sampling.beam_search`: finished hypotheses (ending in `eos_id`) come
+        first, ranked by log p / ((5 + length) / 6) ** length_penalty (0 favours short
+        continuations, larger values longer ones); one that ran out of max_new_tokens ranks
+        below every finished one. The KV cache follows the beams, so each step costs one token
+        per beam. For a batch of prompts, call it once per row.
         """
-        prompt = prompt.reshape(1, -1)
-        if beam_size < 1 or max_new_tokens < 1:
+        if not isinstance(prompt, torch.Tensor) or prompt.dim() not in (1, 2):
             raise ValueError(
-                f"need beam_size >= 1 and max_new_tokens >= 1, got {beam_size}, {max_new_tokens}"
+                f"prompt must be token ids of shape (T,) or (1, T), got {prompt!r:.60}"
             )
+        if prompt.dim() == 2 and prompt.shape[0] != 1:
+            raise ValueError(
+                f"beam_search continues one prompt, got a batch of {prompt.shape[0]} with shape "
+                f"{fmt_shape(prompt.shape)}; call it once per row: "
+                "[model.beam_search(p, ...) for p in prompts]"
+            )
+        prompt = prompt.reshape(1, -1)  # (1, T)
+        check_token_ids("prompt", prompt, self.vocab_size)  # also refuses an empty prompt
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         if prompt.shape[1] + max_new_tokens > self.max_len:
             raise ValueError(
                 f"prompt ({prompt.shape[1]}) + max_new_tokens ({max_new_tokens}) must fit "
                 f"max_len={self.max_len}"
             )
+        past: PastKV | None = None
 
-        def hyp(tokens: list[int], logp: float, done: bool) -> Hypothesis:
-            lp = ((5 + len(tokens)) / 6) ** length_penalty
-            return Hypothesis(tokens, logp, logp / lp, done)
+        def step(prefixes: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+            nonlocal past
+            if past is None:  # first call: read the whole prompt once
+                logits, _, past = self(prompt, use_cache=True)
+            else:  # reorder the cache to follow the beams, then feed each newest token
+                past = tuple((k[parents], v[parents]) for k, v in past)
+                logits, _, past = self(prefixes[:, -1:], past_kv=past, use_cache=True)
+            return logits[:, -1].log_softmax(dim=-1)  # (k, V)
 
         with evaluating(self):
-            logits, _, past = self(prompt, use_cache=True)
-            logits = logits[:, -1]  # (1, V)
-            beams = torch.zeros(1, 0, dtype=torch.long, device=prompt.device)  # (k, t)
-            scores = torch.zeros(1, device=prompt.device)  # (k,)
-            finished: list[Hypothesis] = []
-            for _ in range(max_new_tokens):
-                V = logits.shape[-1]
-                cand = (scores[:, None] + logits.log_softmax(dim=-1)).flatten()  # (k * V,)
-                slots = beam_size - len(finished)
-                scores, flat = cand.topk(min(slots, cand.numel()))
-                beam, token = flat // V, flat % V
-                beams = torch.cat([beams[beam], token[:, None]], dim=1)  # (slots, t + 1)
-                ended = token == eos_id
-                finished += [
-                    hyp(b, s, True)
-                    for b, s in zip(beams[ended].tolist(), scores[ended].tolist(), strict=True)
-                ]
-                alive = beam[~ended]
-                beams, scores, token = beams[~ended], scores[~ended], token[~ended]
-                if len(beams) == 0 or len(beams[0]) == max_new_tokens:
-                    break
-                past = tuple((k[alive], v[alive]) for k, v in past)  # follow the beams
-                logits, _, past = self(token[:, None], past_kv=past, use_cache=True)
-                logits = logits[:, -1]  # (k, V)
-            finished += [
-                hyp(b, s, False) for b, s in zip(beams.tolist(), scores.tolist(), strict=True)
-            ]
-        return sorted(finished, key=lambda h: (h.finished, h.score), reverse=True)
+            return beam_search(
+                step, max_new_tokens, eos_id, beam_size, length_penalty, device=prompt.device
+            )
 
 
-__all__ = ["GPT", "GPTBlock", "CausalSelfAttention", "Hypothesis", "KV", "PastKV"]
+__all__ = ["GPT", "GPTBlock", "CausalSelfAttention", "KV", "PastKV"]

@@ -15,6 +15,7 @@ from torch import nn
 from .blocks import DecoderLayer, EncoderLayer
 from .masks import decoder_mask, padding_mask
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .sampling import beam_search
 from .utils import check_token_ids, evaluating, fmt_shape
 
 POSITIONAL = {"sinusoidal": SinusoidalPositionalEncoding, "learned": LearnedPositionalEmbedding}
@@ -29,17 +30,6 @@ def _check_config(d_model: int, num_heads: int, positional: str) -> None:
         )
     if positional not in POSITIONAL:
         raise ValueError(f"positional must be one of {sorted(POSITIONAL)}, got {positional!r}")
-
-
-def gnmt_length_penalty(length: int, alpha: float) -> float:
-    """((5 + length) / 6) ** alpha from Wu et al. (2016); alpha = 0 means no penalty."""
-    return ((5 + length) / 6) ** alpha
-
-
-def _scored(scores: torch.Tensor, beams: torch.Tensor, length: int, alpha: float) -> list:
-    """[(score / length penalty, tokens without BOS)] for each row of beams (k, 1 + length)."""
-    lp = gnmt_length_penalty(length, alpha)
-    return [(s / lp, t) for s, t in zip(scores.tolist(), beams[:, 1:].tolist(), strict=True)]
 
 
 class Transformer(nn.Module):
@@ -177,54 +167,38 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """src (B, L_s) -> (B, <=max_len) ids, the same format as `greedy_decode`.
 
-        Each step keeps the best `beam_size` extensions; one ending in EOS is set aside as
-        finished and the beam shrinks by one. The winner maximises
+        Each sentence is decoded on its own by `sampling.beam_search` and its best hypothesis
+        kept: a finished one (ending in EOS) if any, ranked by
         log p / ((5 + len) / 6) ** length_penalty. With beam_size=1 this is greedy decoding.
         """
         self._check_decoding(src, max_len, bos_id)
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         with evaluating(self):
             memory = self.encode(src)  # (B, L_s, D)
-            settings = (max_len, bos_id, eos_id, beam_size, length_penalty)
             best = [
-                self._beam_one(src[i : i + 1], memory[i : i + 1], *settings)
+                self._beam_one(src[i : i + 1], memory[i : i + 1], max_len, bos_id, eos_id,
+                               beam_size, length_penalty)
                 for i in range(src.shape[0])
-            ]  # one sentence at a time: simpler than batching beams
+            ]  # fmt: skip
         out = torch.full((len(best), max(map(len, best))), self.pad_id, dtype=torch.long)
         for i, tokens in enumerate(best):
             out[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         return out.to(src.device)  # (B, <=max_len)
 
     def _beam_one(
-        self,
-        src: torch.Tensor,
-        memory: torch.Tensor,
-        max_len: int,
-        bos_id: int,
-        eos_id: int,
-        beam_size: int,
-        alpha: float,
-    ) -> list[int]:
+        self, src: torch.Tensor, memory: torch.Tensor, max_len: int, bos_id: int, eos_id: int,
+        beam_size: int, alpha: float,
+    ) -> list[int]:  # fmt: skip
         """Beam search for one sentence: src (1, L_s), memory (1, L_s, D) -> best token list."""
-        beams = torch.full((1, 1), bos_id, dtype=torch.long, device=src.device)  # (k, t)
-        scores = torch.zeros(1, device=src.device)  # (k,): summed log-probabilities
-        finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens without BOS)
-        for step in range(1, max_len + 1):
-            k = beams.shape[0]
-            logits = self.decode(beams, memory.expand(k, -1, -1), src.expand(k, -1))[:, -1]
-            cand = (scores[:, None] + logits.log_softmax(dim=-1)).flatten()  # (k * V,)
-            slots = beam_size - len(finished)  # the beam shrinks as hypotheses finish
-            scores, idx = cand.topk(min(slots, cand.numel()))  # (slots,): best extensions
-            beam, token = idx // logits.shape[1], idx % logits.shape[1]
-            beams = torch.cat([beams[beam], token[:, None]], dim=1)  # (slots, t + 1)
-            ended = token == eos_id
-            finished += _scored(scores[ended], beams[ended], step, alpha)
-            beams, scores = beams[~ended], scores[~ended]
-            if len(beams) == 0:
-                break
-        finished += _scored(scores, beams, max_len, alpha)  # still going at max_len
-        return max(finished, key=lambda f: f[0])[1]
+        bos = torch.full((1, 1), bos_id, dtype=torch.long, device=src.device)
+
+        def step(prefixes: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+            k = prefixes.shape[0]  # no cache: the decoder re-reads BOS + each prefix
+            tgt_in = torch.cat([bos.expand(k, 1), prefixes], dim=1)  # (k, 1 + t)
+            logits = self.decode(tgt_in, memory.expand(k, -1, -1), src.expand(k, -1))
+            return logits[:, -1].log_softmax(dim=-1)  # (k, V)
+
+        hyps = beam_search(step, max_len, eos_id, beam_size, alpha, device=src.device)
+        return hyps[0].tokens
 
 
 # ----------------------------------------------------------------------------

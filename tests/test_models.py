@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.blocks import recording_attention
-from course_lib.models import Transformer, gnmt_length_penalty
+from course_lib.models import Transformer
+from course_lib.sampling import gnmt_length_penalty
 
 ATOL = 1e-5
 PAD, BOS, EOS = 0, 1, 2
