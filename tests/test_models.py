@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from course_lib.blocks import recording_attention
 from course_lib.models import Transformer
-from course_lib.sampling import gnmt_length_penalty
 
 ATOL = 1e-5
 PAD, BOS, EOS = 0, 1, 2
@@ -175,12 +174,6 @@ def test_beam_search_finds_the_likelier_sentence_that_greedy_misses(monkeypatch)
     src = torch.tensor([[5, 6]])
     assert model.greedy_decode(src, 2, BOS, EOS)[0, 0] == A
     assert model.beam_search(src, 2, BOS, EOS, beam_size=2).tolist() == [[Bt, EOS]]
-
-
-def test_gnmt_length_penalty_is_one_for_length_one_and_grows_with_length():
-    assert gnmt_length_penalty(1, 0.6) == 1.0
-    assert gnmt_length_penalty(10, 0.0) == 1.0
-    assert gnmt_length_penalty(10, 0.6) == pytest.approx(2.5**0.6)
 
 
 def test_a_small_transformer_learns_the_copy_task_exactly(copy_model):
