@@ -39,6 +39,20 @@ def page_url(name: str, anchor: str = "") -> str:
     return (BOOK / name).as_uri() + (f"#{anchor}" if anchor else "")
 
 
+def settle(page) -> None:
+    """Wait until MathJax (on pages with math) has finished: leaving a page earlier aborts its
+    font loads, which would read as failed assets."""
+    page.wait_for_function(
+        "() => !window.MathJax || (MathJax.isReady && MathJax.Hub.queue.pending === 0)",
+        timeout=30_000,
+    )
+
+
+def visit(page, url: str) -> None:
+    page.goto(url, wait_until="load")
+    settle(page)
+
+
 def assert_offline_and_clean(page) -> None:
     guard = page.guard
     assert guard.blocked == [], f"the site reached for the network: {guard.blocked}"
@@ -57,7 +71,7 @@ def test_no_page_or_stylesheet_loads_anything_from_another_host():
 
 def test_sidebar_lists_every_notebook_in_course_order(offline_page):
     page = offline_page
-    page.goto(page_url("index.html"), wait_until="load")
+    visit(page, page_url("index.html"))
     links = page.locator("nav.bd-docs-nav a.reference.internal")
     hrefs = [h for h in links.evaluate_all("els => els.map(e => e.getAttribute('href'))")]
     assert [h.removesuffix(".html") for h in hrefs if h != "#"] == [p.stem for p in NOTEBOOKS]
@@ -68,9 +82,10 @@ def test_sidebar_lists_every_notebook_in_course_order(offline_page):
 def test_next_link_of_each_page_leads_to_the_next_notebook(offline_page):
     page = offline_page
     for here, there in zip(NOTEBOOKS, NOTEBOOKS[1:], strict=False):
-        page.goto(page_url(f"{here.stem}.html"), wait_until="load")
+        visit(page, page_url(f"{here.stem}.html"))
         page.locator("a.right-next").click()
         page.wait_for_load_state("load")
+        settle(page)
         assert page.url.endswith(f"/{there.stem}.html"), f"next from {here.stem} led to {page.url}"
         prev = page.locator("a.left-prev").get_attribute("href")
         assert prev == f"{here.stem}.html", f"previous from {there.stem} is {prev}"
@@ -85,7 +100,7 @@ def _png_outputs(path: Path) -> int:
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_every_figure_of_the_notebook_loads(notebook, offline_page):
     page = offline_page
-    page.goto(page_url(f"{notebook.stem}.html"), wait_until="load")
+    visit(page, page_url(f"{notebook.stem}.html"))
     sizes = page.locator("article img").evaluate_all(
         "imgs => imgs.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth])"
     )
@@ -94,14 +109,14 @@ def test_every_figure_of_the_notebook_loads(notebook, offline_page):
     assert broken == [], f"figures that did not load: {broken}"
     assert len(shown) >= _png_outputs(notebook), f"{len(shown)} figures shown"
     if notebook.stem == "09_full_transformer":  # docs/images/book-09-figure.png in the README
-        page.goto(page_url(f"{notebook.stem}.html", "inside-the-trained-model-attention-maps"))
+        visit(page, page_url(f"{notebook.stem}.html", "inside-the-trained-model-attention-maps"))
         screenshot(page, "book-09-figure")
     assert_offline_and_clean(page)
 
 
 def test_math_is_typeset_by_the_local_mathjax(offline_page):
     page = offline_page
-    page.goto(page_url("03_self_attention.html", "why-divide-by-sqrt-d-k"), wait_until="load")
+    visit(page, page_url("03_self_attention.html", "why-divide-by-sqrt-d-k"))
     page.wait_for_function(MATHJAX_DONE, timeout=30_000)
     assert page.locator(".MathJax_CHTML").count() > 10
     assert page.locator(".mjx-merror").count() == 0, "a formula failed to typeset"
@@ -123,7 +138,7 @@ def test_search_finds_pages_offline(offline_page):
 def test_each_page_links_to_its_notebook_for_download(offline_page):
     page = offline_page
     for notebook in NOTEBOOKS:
-        page.goto(page_url(f"{notebook.stem}.html"), wait_until="load")
+        visit(page, page_url(f"{notebook.stem}.html"))
         href = page.locator("a.btn-download-source-button").get_attribute("href")
         assert href == f"_sources/{notebook.name}"
         assert (BOOK / href).read_bytes() == notebook.read_bytes(), f"{href} is not the notebook"
