@@ -38,7 +38,9 @@ COURSE = ROOT / "build" / "grading"
 STUDENT = ROOT / "build" / "student"
 CONFIG = Path(__file__).resolve().with_name("nbgrader_config.py")
 CSV_COLUMNS = ("student", "notebook", "grade_id", "points", "max_points", "status")
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+# A letter or digit (any script: "zoë" and "李" are fine), then those or _ . @ -; checked with
+# fullmatch, so a trailing newline ("eve\n") is refused too.
+STUDENT_ID = re.compile(r"[^\W_][\w.@-]*")
 
 
 def has_exercises(path: Path) -> bool:
@@ -138,6 +140,7 @@ def find_submissions(folder: Path, assignments: list[str]) -> tuple[list[Submiss
     """Submissions in folder/<student_id>/<notebook>.ipynb, and a warning for everything else."""
     found: list[Submission] = []
     warnings: list[str] = []
+    seen: dict[str, str] = {}  # casefolded id -> the id graded under it
     if not folder.is_dir():
         raise SystemExit(
             f"{folder} is not a folder of submissions (expected <student>/<notebook>.ipynb)"
@@ -148,9 +151,14 @@ def find_submissions(folder: Path, assignments: list[str]) -> tuple[list[Submiss
         if not entry.is_dir():
             warnings.append(f"ignored {entry}: expected one folder per student")
             continue
-        if not STUDENT_ID.match(entry.name):
-            warnings.append(f"ignored {entry}: a student id uses letters, digits and _ . @ -")
+        if not STUDENT_ID.fullmatch(entry.name):
+            warnings.append(f"ignored {entry!r}: a student id uses letters, digits and _ . @ -")
             continue
+        folded = entry.name.casefold()
+        if folded in seen:  # alice and Alice would share files on a case-insensitive disk
+            warnings.append(f"ignored {entry}: same id as {seen[folded]} except for case")
+            continue
+        seen[folded] = entry.name
         for nb in sorted(entry.iterdir()):
             if nb.suffix == ".ipynb" and nb.stem in assignments:
                 found.append(Submission(entry.name, nb.stem, nb))

@@ -647,3 +647,13 @@ def test_submissions_outside_the_layout_are_reported_not_graded(tmp_path):
     found, warnings = grade.find_submissions(tmp_path, ["03_self_attention"])
     assert [(s.student, s.notebook) for s in found] == [("alice", "03_self_attention")]
     assert len(warnings) == 4, warnings
+
+
+def test_student_ids_are_fully_matched_unicode_and_unique_ignoring_case(tmp_path):
+    for name in ("zoë", "李雷", "bob.smith@uni", "Alice", "alice", "eve\n", "_x", "a b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "03_self_attention.ipynb").write_text("{}")
+    found, warnings = grade.find_submissions(tmp_path, ["03_self_attention"])
+    students = sorted(s.student for s in found)
+    assert students == sorted(["zoë", "李雷", "bob.smith@uni", "Alice"]), students
+    assert len(warnings) == 4, warnings  # alice (case), "eve\n", "_x", "a b"
