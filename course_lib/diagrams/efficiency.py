@@ -167,7 +167,7 @@ def tiled_attention_diagram(
     lines = [
         (r"running max:", r"$m' = \max(m,\ \mathrm{rowmax}(S))$"),
         (r"running sum:", r"$\ell' = e^{m - m'} \ell + \mathrm{rowsum}(e^{S - m'})$"),
-        (r"output so far:", r"$O' = e^{m - m'} O + e^{S - m'} V_{%d}$" % col),
+        ("output so far:", rf"$O' = e^{{m - m'}} O + e^{{S - m'}} V_{{{col}}}$"),
     ]
     for k, (name, formula) in enumerate(lines):
         y = 3.1 - 0.62 * k
