@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import (
+    _machinery,
     attention_in_rnns,
     cross_attention,
     efficiency,
@@ -315,3 +316,6 @@ def _notebook_of_caller(namespace: dict[str, Any]) -> str | None:
         if _find(namespace, names) is not None
     }
     return found.pop() if len(found) == 1 else None
+
+
+_machinery.earlier_failure_hook = earlier_failure
