@@ -86,3 +86,17 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def configure_threads(default: int = 1) -> int:
+    """Set PyTorch's CPU thread count to the course's policy (env `COURSE_THREADS`, else 1)."""
+    # One thread: measured in benchmarks/bench_threads.py, two threads on a 2-core machine
+    # with one busy core ran 7-15x slower; one thread lost <= 35% when the machine was quiet.
+    raw = os.environ.get("COURSE_THREADS", "").strip()
+    if raw and not raw.isdigit():
+        raise ValueError(f"COURSE_THREADS must be a positive integer, got {raw!r}")
+    threads = int(raw) if raw else default
+    if threads < 1:
+        raise ValueError(f"COURSE_THREADS must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
