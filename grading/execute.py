@@ -9,21 +9,27 @@ cell that runs past `Execute.timeout`. Two cases still lose a whole notebook or 
 - a kernel that dies (`exit()`, `os._exit`, a crash, out of memory) or ignores the interrupt
   (a bare `except:` around an endless loop) stops the notebook. Here the cell gets an error,
   the kernel is restarted, the cells before it are run again quietly to rebuild their state,
-  and the notebook goes on. After `max_restarts` restarts, every cell left gets an error.
+  and the notebook goes on. After `max_restarts` restarts, every cell left gets an error;
+- a lost execute reply (the kernel finished the cell and went idle, but its reply on the shell
+  channel never reached nbclient) made nbclient wait for the cell's whole time limit. Here the
+  reply is awaited in short slices; once the kernel has been idle after the cell, with all its
+  output in, for `lost_reply_grace` seconds, the reply is taken as lost, the cell counts as
+  finished, and the cell's index is listed in `lost_replies` (the grader reports it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from queue import Empty
 from time import monotonic
 
-from nbclient.exceptions import DeadKernelError
-from nbclient.util import run_sync
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async, run_sync
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Integer
+from traitlets import Float, Integer
 
 TRUNCATED = "\n... output truncated by the grader: more than {n:,} characters ...\n"
 
@@ -56,6 +62,13 @@ class GuardedExecute(Execute):
         config=True
     )
 
+    lost_reply_grace = Float(
+        5.0,
+        help="Seconds to wait for a cell's reply once the kernel is idle with its output in.",
+    ).tag(config=True)
+
+    reply_poll_interval = Float(0.5, help="Seconds per wait for the shell reply.").tag(config=True)
+
     def preprocess(self, nb, resources=None, km=None):
         """Run the notebook, tracking text output, cells run, and kernel restarts."""
         self._chars: dict[int, int] = {}
@@ -63,6 +76,8 @@ class GuardedExecute(Execute):
         self._exited: set[int] = set()
         self._restarts = 0
         self._gave_up = False
+        self.lost_replies: list[int] = []
+        self._index = -1
         return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell, resources, index):
@@ -72,6 +87,7 @@ class GuardedExecute(Execute):
         if self._gave_up:
             cell.outputs = [_error("NotRun", "not run: the kernel died earlier in this notebook")]
             return cell, self.resources
+        self._index = index
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
@@ -134,6 +150,70 @@ class GuardedExecute(Execute):
                 msg = copy.deepcopy(msg)
                 msg["content"]["data"] = {"text/plain": text[:limit] + TRUNCATED.format(n=limit)}
         return super().output(outs, msg, display_id, cell_index)
+
+    async def _async_poll_for_reply(
+        self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive
+    ):
+        """nbclient's wait for the execute reply, in short slices, with a lost reply detected.
+
+        The kernel is idle after the cell once the output poller has seen its `idle` status;
+        if no reply has come `lost_reply_grace` seconds later, one is made up (status ok; an
+        error the cell raised is already among its outputs).
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        idle_since = None
+        while True:
+            wait = self.reply_poll_interval
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - monotonic()))
+            try:
+                msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=wait))
+            except Empty:
+                if task_poll_output_msg.done() and not task_poll_output_msg.cancelled():
+                    idle_since = idle_since if idle_since is not None else monotonic()
+                    if monotonic() - idle_since >= self.lost_reply_grace:
+                        self.log.warning(
+                            "Cell %d: the kernel is idle but its reply never came; "
+                            "the cell is taken as finished",
+                            self._index,
+                        )
+                        self.lost_replies.append(self._index)
+                        task_poll_kernel_alive.cancel()
+                        return {
+                            "parent_header": {"msg_id": msg_id},
+                            "header": {"msg_type": "execute_reply"},
+                            "metadata": {},
+                            "content": {"status": "ok", "payload": []},
+                        }
+                if deadline is not None and monotonic() >= deadline:
+                    break
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                await self._await_output(task_poll_output_msg, cell)
+                task_poll_kernel_alive.cancel()
+                return msg
+        # past the cell's time limit: nbclient's own handling (interrupt, then an error reply)
+        task_poll_kernel_alive.cancel()
+        await self._async_check_alive()
+        reply = await self._async_handle_timeout(timeout, cell)
+        if reply is None:
+            raise CellTimeoutError.error_from_timeout_and_cell(
+                "Cell execution timed out", timeout, cell
+            )
+        reply["parent_header"] = {"msg_id": msg_id}
+        await self._await_output(task_poll_output_msg, cell)
+        return reply
+
+    async def _await_output(self, task_poll_output_msg, cell) -> None:
+        """Give the cell's output iopub_timeout seconds to arrive after its reply."""
+        try:
+            await asyncio.wait_for(task_poll_output_msg, self.iopub_timeout)
+        except (TimeoutError, Empty):
+            if self.raise_on_iopub_timeout:
+                raise CellTimeoutError.error_from_timeout_and_cell(
+                    "Timeout waiting for IOPub output", self.iopub_timeout, cell
+                ) from None
+            self.log.warning("Timeout waiting for IOPub output")
 
     def _responsive(self) -> bool:
         """True if the kernel answers a kernel_info request within interrupt_grace seconds."""

@@ -12,9 +12,13 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPrep
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
     GetGrades,
     IgnorePattern,
     LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
     SaveAutoGrades,
 )
 
@@ -23,6 +27,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # the repository, for grading.execute
 from grading.execute import GuardedExecute  # noqa: E402
 from grading.feedback import ShortenCheckTracebacks  # noqa: E402
+from grading.repair import KeepLastDuplicate, StderrIsNotAnError  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -32,13 +37,25 @@ c.CourseDirectory.course_id = "attention-step-by-step"
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
+# Sanitizing a submission: nbgrader's steps, with a copied cell (two cells, one grade_id) graded
+# by its last copy instead of failing the notebook (grading/repair.py).
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    KeepLastDuplicate,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
 # Autograding: nbgrader's pipeline with its Execute step replaced by GuardedExecute (it bounds
-# the output a cell keeps and survives a dead kernel; see grading/execute.py).
+# the output a cell keeps and survives a dead kernel; see grading/execute.py); a warning on
+# stderr costs no points (grading/repair.py).
 c.Autograde.autograde_preprocessors = [
     GuardedExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
+    StderrIsNotAnError,
     SaveAutoGrades,
     AssignLatePenalties,
     CheckCellMetadata,

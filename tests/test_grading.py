@@ -35,10 +35,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
+from nbclient.util import ensure_async
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from nbgrader.preprocessors import CheckCellMetadata
 from nbgrader.utils import is_grade, is_solution
@@ -47,6 +49,7 @@ from nbgrader.validator import Validator
 from course_lib import checks
 from course_lib.checks._hints import HINTS, SOFTMAX_AXIS
 from grading import grade
+from grading.execute import GuardedExecute
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISE_NOTEBOOKS = grade.course_notebooks(grade.NOTEBOOKS)[0]
@@ -526,8 +529,17 @@ TINY_SUBMISSIONS = {  # student -> {exercise: solution cell}; exercises not name
         "b": "def b(x):\n    import os\n    os._exit(1)",
         "c": "def c(x):\n    exit()",
     },
+    # honest: a correct function that warns (stderr in the check cell), and a notebook with
+    # copied cells (JupyterLab copy/paste: two cells with one grade_id)
+    "warns": {
+        "a": "def a(x):\n    import warnings\n    warnings.warn('slow path')\n    return x + 1"
+    },
+    "copies": {},
 }
 TINY_LOST = {"raises": {"b"}, "loops": {"b"}, "floods": {"b"}, "dies": {"b", "c"}}
+# student -> grade_ids whose cell is copied; the copy of a solution cell that comes first keeps
+# the stub (the learner pasted, then finished the later copy)
+TINY_COPIED = {"copies": ("ex_b", "ex_c_check")}
 
 
 def _tiny_notebook(bodies: dict[str, str]):
@@ -571,6 +583,17 @@ def tiny(tmp_path_factory):
             if is_solution(cell):
                 name = cell.metadata.nbgrader["grade_id"].removeprefix("ex_")
                 cell.source = changes.get(name, f"def {name}(x):\n{TINY_GOOD}")
+        for gid in TINY_COPIED.get(student, ()):
+            i = next(
+                i
+                for i, c in enumerate(nb.cells)
+                if c.metadata.get("nbgrader", {}).get("grade_id") == gid
+            )
+            copy = nbformat.from_dict(json.loads(json.dumps(nb.cells[i])))
+            copy.id = f"{nb.cells[i].id}-copy"
+            if is_solution(copy):
+                copy.source = copy.source.replace(TINY_GOOD, "    raise NotImplementedError()")
+            nb.cells.insert(i, copy)
         (base / "submissions" / student).mkdir(parents=True)
         nbformat.write(nb, base / "submissions" / student / "tiny.ipynb")
     assert blank.cells  # the blank version exists too (used by the CLI test)
@@ -590,7 +613,7 @@ def test_bad_submission_loses_only_its_own_exercises(tiny, student):
     for name in "abcd":
         row = rows[student, f"ex_{name}_check"]
         assert row["status"] == "graded", row
-        expected = 0.0 if name in TINY_LOST[student] else 1.0
+        expected = 0.0 if name in TINY_LOST.get(student, ()) else 1.0
         assert float(row["points"]) == expected, (student, name, row)
     autograded = base / "course" / "autograded" / student / "tiny" / "tiny.ipynb"
     assert autograded.stat().st_size < 1_000_000, "the grader must bound what a cell prints"
@@ -601,6 +624,42 @@ def test_bad_submission_loses_only_its_own_exercises(tiny, student):
         "the story after the exercises ran"
     )
     print(f"4 bad submissions graded in {seconds:.0f} s")
+
+
+class _LosesAReply(GuardedExecute):
+    """GuardedExecute that never receives the execute reply of a cell containing LOSE."""
+
+    async def _async_poll_for_reply(self, msg_id, cell, *args):
+        if "LOSE" not in cell.source:
+            return await super()._async_poll_for_reply(msg_id, cell, *args)
+        channel = self.kc.shell_channel
+        real = channel.get_msg
+
+        async def get_msg(*a, **k):
+            msg = await ensure_async(real(*a, **k))
+            if msg["parent_header"].get("msg_id") == msg_id:
+                raise Empty  # the reply is lost on the way
+            return msg
+
+        channel.get_msg = get_msg
+        try:
+            return await super()._async_poll_for_reply(msg_id, cell, *args)
+        finally:
+            channel.get_msg = real
+
+
+def test_a_lost_kernel_reply_costs_seconds_not_the_time_limit(tmp_path):
+    cells = [new_code_cell("x = 1"), new_code_cell("print(x + 1)  # LOSE"), new_code_cell("x + 2")]
+    nb = new_notebook(cells=cells)
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    executor = _LosesAReply(timeout=600, story_timeout=600, lost_reply_grace=2.0)
+    start = time.perf_counter()
+    nb, _ = executor.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    took = time.perf_counter() - start
+    assert took < 120, f"waited {took:.0f} s for a reply the kernel had sent"
+    assert executor.lost_replies == [1]
+    assert nb.cells[1].outputs[0]["text"] == "2\n"
+    assert nb.cells[2].outputs[0]["data"]["text/plain"] == "3", "the next cell ran"
 
 
 def test_loop_is_reported_as_a_timeout_and_a_dead_kernel_as_such(tiny):
