@@ -55,7 +55,7 @@ from .gpt_decoder_only import check_causal_lm_loss, check_top_k, check_top_p
 from .masking import check_causal_mask, check_padding_mask
 from .multi_head_attention import check_merge_heads, check_multi_head_attention, check_split_heads
 from .positional_encoding import check_rope, check_sinusoidal_encoding
-from .rnn_bottlenecks import check_rnn_cell, check_rnn_step_jacobian
+from .rnn_bottlenecks import check_gradient_reach, check_rnn_cell, check_rnn_step_jacobian
 from .self_attention import check_scaled_dot_product_attention, check_self_attention
 from .transformer_block import check_encoder_layer, check_layer_norm
 
@@ -81,6 +81,7 @@ EXERCISES: dict[str, dict[str, tuple[Check, tuple[str, ...]]]] = {
     "01": {
         "rnn_cell": (check_rnn_cell, ("rnn_cell", "rnn_step")),
         "rnn_step_jacobian": (check_rnn_step_jacobian, ("rnn_step_jacobian",)),
+        "gradient_reach": (check_gradient_reach, ("gradient_reach",)),
     },
     "02": {
         "additive_attention": (

@@ -94,13 +94,15 @@ HINTS = {
     "ln_no_beta": "forgot beta: the output is x_hat * gamma + beta",
     "ln_no_gamma": "forgot gamma: the output is x_hat * gamma + beta",
     "ln_swapped": "gamma and beta swapped: gamma scales, beta shifts (x_hat * gamma + beta)",
-    "rnn_error": "W_ih is (H, I) and W_hh (H, H): x (B, I) @ W_ih.T gives (B, H); transpose the "
-    "weights (or use F.linear(x, W_ih, b_ih))",
-    "rnn_no_tanh": "missing tanh: h' = tanh(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)",
+    "rnn_error": "W_ih is stored as (out, in) = (H, I) and x is a batch of rows (B, I): the "
+    "product of the batch with a weight needs the weight transposed, and both products are (B, H)",
+    "rnn_no_tanh": "missing tanh: the vanilla RNN squashes the whole sum (both products and both "
+    "biases) with tanh",
     "rnn_relu": "used relu: the vanilla RNN cell uses tanh",
-    "rnn_no_transpose": "weights not transposed: W_ih is (H, I) and W_hh (H, H), so compute "
-    "x @ W_ih.T and h @ W_hh.T",
-    "rnn_no_hidden": "forgot the hidden-state term h W_hhᵀ: without it the cell has no memory",
+    "rnn_no_transpose": "weights not transposed: W_ih is stored as (H, I) and W_hh as (H, H), "
+    "(out, in); multiplying a batch of row vectors by them needs the transpose of each",
+    "rnn_no_hidden": "forgot the hidden-state term (the previous state times W_hh): without it "
+    "the cell has no memory",
     "rnn_bias": "a bias is missing: add both b_ih and b_hh",
     "pool_values": "each example's weights must sum to 1 over its L positions",
     "pool_batch": "softmax over the wrong axis (the batch, dim=0): each example's weights must "

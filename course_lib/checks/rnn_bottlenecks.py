@@ -27,14 +27,15 @@ from ._machinery import (
 )
 
 JACOBIAN_HINTS = {
-    "error": "h_new is (B, H) and W_hh (H, H): (1 - h_new**2) is (B, H); give it a last axis "
-    "with [:, :, None] so that it scales the rows of W_hh, giving (B, H, H)",
+    "error": "h_new is (B, H) and W_hh (H, H); the answer is (B, H, H): one factor per output "
+    "unit i scales row i of W_hh, so give the (B, H) factor a trailing axis to broadcast",
     "no_tanh": "this is W_hh alone: the step is h' = tanh(a), so the chain rule multiplies by "
-    "tanh'(a) = 1 - h'^2 as well",
-    "not_squared": "tanh'(a) = 1 - tanh(a)^2 = 1 - h_new**2, not 1 - h_new",
-    "tanh_again": "h_new is already tanh(a): tanh'(a) = 1 - h_new**2, do not apply tanh again",
+    "tanh'(a) as well",
+    "not_squared": "tanh' is 1 minus the square of tanh, not 1 - h_new",
+    "tanh_again": "h_new is already tanh(a): do not apply tanh again; tanh'(a) can be written "
+    "with h_new itself",
     "columns": "tanh' scales the rows of W_hh (output i of the step), not its columns: the "
-    "Jacobian is diag(1 - h'^2) @ W_hh, so the factor needs a trailing axis, not a middle one",
+    "Jacobian is diag(tanh'(a)) times W_hh, so the factor needs a trailing axis, not a middle one",
     "transposed": "W_hh is transposed: entry (i, j) is d h'_i / d h_j = tanh'(a_i) * W_hh[i, j]",
 }
 
@@ -110,7 +111,7 @@ def _jacobian_case(fn, label: str, h_new, w_hh, expected) -> None:
     compare(label, [jac], [expected], ("the Jacobian",), mistakes, "It is (B, H, H).")
 
 
-__all__ = ["check_rnn_step_jacobian"]
+__all__ = ["check_gradient_reach", "check_rnn_cell", "check_rnn_step_jacobian"]
 
 
 @isolated
@@ -145,3 +146,129 @@ def _rnn_case(fn, label: str, args: tuple[torch.Tensor, ...]) -> None:
     ]
     mistakes += [(HINTS["rnn_bias"], wrong(bias=b)) for b in ((0, 1), (1, 0), (0, 0))]
     compare(label, [out], [expected], ("h'",), mistakes, "h' is (B, H).")
+
+
+# ----------------------------------------------------------------------------- gradient_reach
+# Exercise 1.3 composes 1.2: chain the one-step Jacobians back from h_T, one norm per distance.
+
+REACH_ALLOWED = ("course_lib.rnn.rnn_step_jacobian",)  # 1.3 may build on Exercise 1.2
+REACH_HINTS = {
+    "error": "states is (B, T+1, H) with h_0 first and h_T last, W_hh (H, H); each step's "
+    "Jacobian is (B, H, H) and the answer has one norm per distance d = 0..T, so it is (B, T+1)",
+    "order": "the factors are multiplied in the wrong order: walking back from h_T, each new "
+    "step's Jacobian goes on the right of the product so far (dh_T/dh_k times dh_k/dh_(k-1)); "
+    "matrix products do not commute, and neither do their norms",
+    "off_by_one": "each step's Jacobian uses the wrong state: dh_k/dh_(k-1) is built from the "
+    "state that step produced, h_k, not from the state it started from",
+    "frobenius": "that is the Frobenius norm (the root of the sum of all squared entries); the "
+    "exercise asks for the operator norm, the largest singular value: how much the matrix can "
+    "stretch a vector",
+    "product_of_norms": "you multiplied the norms of the one-step Jacobians; the norm of a "
+    "product is at most the product of the norms, and often far below it: take the norm of "
+    "the chained matrix",
+    "no_tanh": "the tanh' factor is missing: chaining W_hh alone is the linear RNN, whose "
+    "stretch is exactly s per step; each step's Jacobian carries its own diag(1 - h_k^2)",
+    "reversed": "the entries are in reverse order: entry d is the distance back from h_T, so "
+    "entry 0 is dh_T/dh_T (norm 1) and the last entry reaches h_0",
+    "no_identity": "distance 0 is missing: dh_T/dh_T is the identity, whose norm is 1, so the "
+    "answer has T+1 entries per example, d = 0..T",
+}
+
+LADDERS["ex1_3"] = (
+    "The chain rule: dh_T/dh_(T-d) is the product of the d one-step Jacobians between them, "
+    "dh_T/dh_(T-1) times dh_(T-1)/dh_(T-2) and so on. Exercise 1.2 gives each factor; its "
+    "operator norm (largest singular value) says how much a gradient can grow or shrink.",
+    "Start with the identity (distance 0) and walk back from k = T down to 1: multiply the "
+    "product so far on the right by the Jacobian of step k (built from h_k), and record the "
+    "norm after each step; torch.linalg.matrix_norm with ord=2 takes it for a batch.",
+    "J = torch.eye(H).expand(B, H, H); norms = [torch.ones(B)]\n"
+    "for k in range(T, 0, -1):\n"
+    "    J = J @ rnn_step_jacobian(states[:, k], W_hh)\n"
+    "    norms.append(torch.linalg.matrix_norm(J, ord=2))\n"
+    "return torch.stack(norms, dim=1)",
+)
+
+
+def reach_variant(states, w_hh, order="right", use="new", norm=2, chain=True, tanh=True):
+    """||dh_T/dh_(T-d)|| for d = 0..T with knobs for the usual slips -> (B, T+1)."""
+    states, w_hh = states.double(), w_hh.double()
+    B, T1, H = states.shape
+    J, total = torch.eye(H, dtype=states.dtype).expand(B, H, H), torch.ones(B, dtype=states.dtype)
+    norms = [torch.ones(B, dtype=states.dtype)]
+    for k in range(T1 - 1, 0, -1):
+        h = states[:, k] if use == "new" else states[:, k - 1]
+        step = ((1 - h**2) if tanh else torch.ones_like(h))[:, :, None] * w_hh  # (B, H, H)
+        J = J @ step if order == "right" else step @ J
+        ord_ = "fro" if norm == "fro" else 2
+        total = total * torch.linalg.matrix_norm(step, ord=ord_)
+        norms.append(torch.linalg.matrix_norm(J, ord=ord_) if chain else total)
+    return torch.stack(norms, dim=1)
+
+
+def _rnn_states(g: torch.Generator, B: int, T: int, n_in: int, H: int, scale: float):
+    """A tanh RNN run with seeded weights: (states (B, T+1, H) with h_0, w_hh, the cell, xs)."""
+    cell = nn.RNNCell(n_in, H).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.copy_(randn(g, *p.shape).double() / math.sqrt(H))
+        cell.weight_hh.mul_(scale)
+    xs = randn(g, B, T, n_in).double()
+    states = [0.3 * randn(g, B, H).double()]
+    for t in range(T):
+        states.append(cell(xs[:, t], states[-1]))
+    return torch.stack(states, dim=1), cell.weight_hh.detach().clone(), cell, xs
+
+
+def _autograd_reach(cell: nn.RNNCell, xs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """||dh_T/dh_(T-d)||_2 by autograd: rerun the cell from h_(T-d) over the last d inputs."""
+    B, T = xs.shape[:2]
+    out = torch.ones(B, T + 1, dtype=torch.float64)
+    with torch.enable_grad():
+        for d in range(1, T + 1):
+            for b in range(B):
+
+                def run(h0, b=b, d=d):
+                    h = h0[None]
+                    for t in range(T - d, T):
+                        h = cell(xs[b : b + 1, t], h)
+                    return h[0]
+
+                jac = torch.autograd.functional.jacobian(run, states[b, T - d])  # (H, H)
+                out[b, d] = torch.linalg.matrix_norm(jac.detach(), ord=2)
+    return out
+
+
+@isolated
+def check_gradient_reach(fn: Callable[..., torch.Tensor]) -> None:
+    """Check fn(states (B, T+1, H), W_hh (H, H)) -> ||dh_T / dh_(T-d)||_2 for d = 0..T, (B, T+1)."""
+    name = "gradient_reach"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(13)
+    cases = [(2, 4, 3, 4, 1.5), (3, 6, 2, 5, 2.5), (1, 5, 3, 4, 0.8)]
+    for i, (B, T, n_in, H, scale) in enumerate(cases, 1):
+        states, w_hh, cell, xs = _rnn_states(g, B, T, n_in, H, scale)
+        expected = _autograd_reach(cell, xs, states)  # before the learner's code runs
+        desc = f"B={B}, T={T}, H={H}, W_hh scale {scale}"
+        label = case_label(name, i, len(cases), desc)  # float32 inputs, like a notebook's
+        _reach_case(fn, label, states.float(), w_hh.float(), expected)
+    passed(name, len(cases))
+
+
+def _reach_case(fn, label: str, states, w_hh, expected) -> None:
+    """One case, with the usual slips of chaining Jacobians as named mistakes."""
+    result = call_learner(fn, label, (states, w_hh), REACH_HINTS["error"], allow=REACH_ALLOWED)
+    (reach,) = as_tensors(result, label, ("the norms",))
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: reach_variant(states, w_hh, **knobs)
+
+    mistakes = [
+        (REACH_HINTS["order"], wrong(order="left")),
+        (REACH_HINTS["off_by_one"], wrong(use="old")),
+        (REACH_HINTS["frobenius"], wrong(norm="fro")),
+        (REACH_HINTS["product_of_norms"], wrong(chain=False)),
+        (REACH_HINTS["no_tanh"], wrong(tanh=False)),
+        (REACH_HINTS["reversed"], lambda: expected.flip(-1)),
+        (REACH_HINTS["no_identity"], lambda: expected[:, 1:]),
+    ]
+    compare(label, [reach], [expected], ("the norms",), mistakes, "They are (B, T+1).")
