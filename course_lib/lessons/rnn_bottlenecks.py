@@ -49,14 +49,10 @@ def cell_from_layer(layer: nn.RNNBase) -> nn.RNNCellBase:
     return cell.to(layer.weight_ih_l0.dtype)
 
 
-def make_cell(
-    kind: str,
-    input_size: int,
-    hidden: int,
-    weight_scale: float | None = None,
-    forget_bias: float | None = None,
-    seed: int = 0,
-) -> nn.RNNCellBase:
+# fmt: off
+def make_cell(kind: str, input_size: int, hidden: int, weight_scale: float | None = None,
+              forget_bias: float | None = None, seed: int = 0) -> nn.RNNCellBase:
+# fmt: on
     """A cell in float64. weight_scale sets a vanilla RNN's W_hh = scale * (random orthogonal),
     so every singular value equals the scale; forget_bias sets an LSTM's forget-gate bias."""
     if kind not in CELLS:
@@ -140,16 +136,11 @@ def state_jacobian_norms(cell: nn.Module, xs: torch.Tensor) -> torch.Tensor:
     return torch.stack(norms).float()
 
 
-def gradient_norms_through_time(
-    kind: str = "rnn",
-    weight_scale: float | None = None,
-    length: int = 60,
-    hidden: int = 32,
-    input_size: int = 8,
-    batch: int = 8,
-    forget_bias: float | None = None,
-    seed: int = 0,
-) -> torch.Tensor:
+# fmt: off
+def gradient_norms_through_time(kind: str = "rnn", weight_scale: float | None = None,
+        length: int = 60, hidden: int = 32, input_size: int = 8, batch: int = 8,
+        forget_bias: float | None = None, seed: int = 0) -> torch.Tensor:
+# fmt: on
     """||d h_T / d h_{T-d}|| for d = 0..length on random N(0, 1) inputs -> (length+1,)."""
     cell = make_cell(kind, input_size, hidden, weight_scale, forget_bias, seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -203,6 +194,17 @@ def critical_path_length(output: torch.Tensor) -> int:
         stack.append((node, True))
         stack.extend((n, False) for n, _ in node.next_functions if n is not None and n not in depth)
     return depth[output.grad_fn]
+
+
+def count_operations(output: torch.Tensor) -> int:
+    """How many autograd operations produced `output`: each is one kernel call, forward and back."""
+    seen, todo = set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(n for n, _ in node.next_functions)
+    return len(seen)
 
 
 def unroll(cell: nn.RNNCellBase, xs: torch.Tensor) -> torch.Tensor:
@@ -295,17 +297,15 @@ class MemoryRNN(nn.Module):
         return self.out(out[:, -1])
 
 
-def train_memory_task(
-    kind: str,
-    steps: int = 300,
-    min_len: int = 2,
-    max_len: int = 40,
-    batch: int = 64,
-    lr: float = 3e-3,
-    forget_bias: float | None = None,
-    seed: int = 0,
-) -> tuple[MemoryRNN, list[float]]:
-    """Train a MemoryRNN on lengths drawn uniformly in [min_len, max_len]; -> (model, losses)."""
+# fmt: off
+def train_memory_task(kind: str, steps: int = 300, min_len: int = 2, max_len: int = 40,
+        batch: int = 64, lr: float = 3e-3, forget_bias: float | None = None, seed: int = 0,
+        eval_every: int = 0, eval_length: int = 30) -> tuple[MemoryRNN, list[float]]:
+# fmt: on
+    """Train a MemoryRNN on lengths drawn uniformly in [min_len, max_len]; -> (model, losses).
+
+    With eval_every > 0, model.curve holds (step, accuracy at eval_length) every eval_every steps.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = MemoryRNN(kind, forget_bias=forget_bias)
@@ -313,9 +313,15 @@ def train_memory_task(
     lengths = iter(lambda: int(torch.randint(min_len, max_len + 1, (1,), generator=g)), None)
     batches = (first_symbol_batch(batch, n, generator=g) for n in lengths)  # length, then symbols
     # Adam (AdamW without decay) at a constant LR, gradients clipped at norm 1
-    config = FitConfig(steps, lr, 0.0, schedule="constant", clip=1.0, seed=None, progress=False)
+    config = FitConfig(
+        steps, lr, 0.0, schedule="constant", clip=1.0, eval_every=eval_every, seed=None,
+        progress=False,
+    )  # fmt: skip
     loss_fn = lambda m, xy: nn.functional.cross_entropy(m(xy[0]), xy[1])  # noqa: E731
-    return model, fit(model, batches, loss_fn, config).loss
+    score = lambda m: {"eval_acc": memory_accuracy(m, [eval_length], n=256)[eval_length]}  # noqa: E731
+    history = fit(model, batches, loss_fn, config, score if eval_every else None)
+    model.curve = [(s + 1, a) for s, a in zip(history.eval_step, history.eval_acc, strict=True)]
+    return model, history.loss
 
 
 @torch.no_grad()
@@ -350,19 +356,12 @@ def reverse_test_pairs(lengths: Sequence[int], n_per_length: int = 100, seed: in
     return pairs
 
 
-def reverse_experiment(
-    attention: str | None = None,
-    bidirectional: bool = False,
-    steps: int = 400,
-    max_len: int = 16,
-    hidden: int = 64,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    n_train: int = 20_000,
-    seed: int = 0,
-    eval_lengths: Sequence[int] | None = None,
-    progress: bool = False,
-):
+# fmt: off
+def reverse_experiment(attention: str | None = None, bidirectional: bool = False,
+        steps: int = 400, max_len: int = 16, hidden: int = 64, batch_size: int = 64,
+        lr: float = 3e-3, n_train: int = 20_000, seed: int = 0,
+        eval_lengths: Sequence[int] | None = None, progress: bool = False):
+# fmt: on
     """Train Seq2SeqRNN on reversing strings of length 1..max_len; -> (model, history, acc).
 
     acc maps each length in eval_lengths (default 2, 4, ..., max_len) to exact-match accuracy
