@@ -47,7 +47,7 @@ from . import (
     transformer_block,
 )
 from ._machinery import NOT_ATTEMPTED, reference_objects
-from .attention_in_rnns import check_additive_attention, check_dot_attention
+from .attention_in_rnns import check_additive_attention, check_decoder_step, check_dot_attention
 from .cross_attention import check_cross_attention, check_cross_attention_mask
 from .efficiency import check_kv_cache_step, check_online_softmax
 from .full_transformer import check_greedy_decode, check_label_smoothed_loss
@@ -56,7 +56,11 @@ from .masking import check_causal_mask, check_padding_mask
 from .multi_head_attention import check_merge_heads, check_multi_head_attention, check_split_heads
 from .positional_encoding import check_rope, check_sinusoidal_encoding
 from .rnn_bottlenecks import check_gradient_reach, check_rnn_cell, check_rnn_step_jacobian
-from .self_attention import check_scaled_dot_product_attention, check_self_attention
+from .self_attention import (
+    check_scaled_dot_product_attention,
+    check_self_attention,
+    check_successor_projections,
+)
 from .transformer_block import check_encoder_layer, check_layer_norm
 
 _MODULES = (
@@ -89,6 +93,7 @@ EXERCISES: dict[str, dict[str, tuple[Check, tuple[str, ...]]]] = {
             ("additive_attention", "bahdanau_attention"),
         ),
         "dot_attention": (check_dot_attention, ("dot_attention", "luong_attention")),
+        "decoder_step": (check_decoder_step, ("decoder_step", "attention_decoder_step")),
     },
     "03": {
         "scaled_dot_product_attention": (
@@ -96,6 +101,7 @@ EXERCISES: dict[str, dict[str, tuple[Check, tuple[str, ...]]]] = {
             ("attention", "scaled_dot_product_attention", "sdpa"),
         ),
         "self_attention": (check_self_attention, ("self_attention", "self_attention_layer")),
+        "successor_projections": (check_successor_projections, ("successor_projections",)),
     },
     "04": {
         "split_heads": (check_split_heads, ("split_heads",)),

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..rnn import AdditiveAttention, DotAttention
 from . import _answers as O
 from ._hints import HINTS, MASK_HINTS
 from ._machinery import (
@@ -153,3 +154,105 @@ def _dot_case(fn, label: str, query, keys, mask) -> None:
     scaled = O.dot_scores(query, keys, 1 / math.sqrt(query.shape[-1]))
     mistakes.append((HINTS["dot_scaled"], lambda: O.pool(scaled, keys, mask)))
     _pool_compare(label, result, expected, mistakes)
+
+
+DECODER_STEP_HINTS = {
+    "error": "follow the shapes of one step: the embedding of y_prev is (B, E) and the context "
+    "(B, K), so the GRU cell's input is their concatenation (B, E + K) and its state (B, H); "
+    "the output layer takes the new state and the context together, (B, H + K)",
+    "new_query": "the weights come from a query made with the *new* state s_t: in this decoder "
+    "(Bahdanau's order) the previous state s_{t-1} asks, before the GRU step; the context is "
+    "part of the GRU's input, so it must exist before the step",
+    "out_prev": "the output layer read the previous state s_{t-1}: it reads the new state s_t "
+    "(the one the GRU cell just produced) together with the context",
+    "gru_order": "the GRU input is [embedding of y_prev ; context], in that order: the cell's "
+    "weights expect the letter's features first",
+    "out_order": "the output layer reads [s_t ; c_t], in that order: new state first, then the "
+    "context",
+    "probs": "you returned probabilities (a softmax of the logits); return the logits, the raw "
+    "scores of the output layer: the loss applies the softmax itself",
+    "no_mask": "the mask was ignored: pass it to `attend` so PAD positions get weight 0",
+    "return_order": "return (logits, new state, weights) in that order: logits (B, V), "
+    "s_t (B, H), weights (B, L)",
+    "steps": "One step, Bahdanau's order: attend with the previous state (and the mask), build the GRU input from the letter's embedding and the context, step the cell, then the output layer reads the new state and the context.",
+}
+
+LADDERS["ex2_3"] = (
+    "Compose the pieces of one decoder step: the previous state asks which encoder states "
+    "matter, the answer (the context) joins the last letter as the GRU's input, and the output "
+    "layer reads the new state together with the context.",
+    "Order: attend(s_prev, states, mask) -> (context (B, K), weights (B, L)); the GRU cell "
+    "takes the concatenation (last axis) of the letter's embedding (B, E) and the context, and "
+    "the previous state; the output layer takes the concatenation of the new state and the "
+    "context. Return the logits, the new state and the weights.",
+    "context, weights = attend(s_prev, states, mask)\n"
+    "s = cell(torch.cat([embed(y_prev), context], dim=-1), s_prev)\n"
+    "return out(torch.cat([s, context], dim=-1)), s, weights",
+)
+
+
+def _step_variant(parts, y_prev, s_prev, states, mask, knob: str = "") -> tuple:
+    """(logits, s, weights) of one Bahdanau-order step, or of one typical mistake (`knob`)."""
+    embed, attend, cell, out = parts
+    context, weights = attend(s_prev, states, None if knob == "no_mask" else mask)
+    e = embed(y_prev)
+    s = cell(torch.cat([context, e] if knob == "gru_order" else [e, context], -1), s_prev)
+    read = s_prev if knob == "out_prev" else s
+    feats = [context, read] if knob == "out_order" else [read, context]
+    logits = out(torch.cat(feats, -1))
+    if knob == "new_query":
+        weights = attend(s, states, mask)[1]
+    if knob == "probs":
+        logits = torch.softmax(logits, -1)
+    return logits, s, weights
+
+
+@isolated
+def check_decoder_step(fn: Callable[..., Any]) -> None:
+    """Check fn(y_prev (B,), s_prev (B, H), states (B, L, K), mask (B, L), embed, attend, cell,
+    out) -> (logits (B, V), s (B, H), weights (B, L)): one attention decoder step, Bahdanau's order.
+
+    attend(query, keys, mask) -> (context (B, K), weights (B, L)); cell = nn.GRUCell(E + K, H);
+    out = nn.Linear(H + K, V).
+    """
+    name = "decoder_step"
+    require_callable(fn, name)
+    cases = [  # (B, L, H, K, E, V, lengths, score)
+        (3, 5, 6, 4, 5, 11, [5, 3, 2], "additive"),
+        (2, 4, 4, 4, 3, 9, [4, 4], "dot"),
+        (1, 6, 5, 8, 4, 7, [4], "general"),
+    ]
+    for i, (B, L, H, K, E, V, lengths, score) in enumerate(cases, 1):
+        torch.manual_seed(100 + i)  # the module weights; isolated() restores the RNG
+        attend = AdditiveAttention(H, K, 6) if score == "additive" else DotAttention(H, K, score)
+        parts = (
+            torch.nn.Embedding(V, E),
+            attend,
+            torch.nn.GRUCell(E + K, H),
+            torch.nn.Linear(H + K, V),
+        )
+        y_prev, s_prev = torch.randint(V, (B,)), torch.randn(B, H)
+        states, mask = torch.randn(B, L, K), _valid(lengths, L)
+        states = states.masked_fill(~mask[..., None], 0.0)
+        desc = f"B={B}, L={L}, H={H}, K={K}, E={E}, V={V}, {score} score, mask"
+        _decoder_step_case(
+            fn, case_label(name, i, len(cases), desc), parts, y_prev, s_prev, states, mask
+        )
+    passed(name, len(cases))
+
+
+def _decoder_step_case(fn, label: str, parts, y_prev, s_prev, states, mask) -> None:
+    """One decoder step case: expected first, then the learner's call, then the diagnosis."""
+    hints = DECODER_STEP_HINTS
+    inputs = (y_prev, s_prev, states, mask)
+    expected = _step_variant(parts, *inputs)  # before the learner's code runs
+    result = call_learner(fn, label, (*inputs, *parts), hints["error"])
+    names = ("logits", "new state", "weights")
+    got = as_tensors(result, label, names, hints["return_order"])
+    mistakes = [
+        (hints[k], lambda k=k: _step_variant(parts, *inputs, knob=k))
+        for k in ("new_query", "out_prev", "gru_order", "out_order", "probs", "no_mask")
+    ]
+    e_logits, e_s, e_w = expected
+    mistakes.append((hints["return_order"], lambda: (e_s, e_logits, e_w)))
+    compare(label, got, expected, names, mistakes, hints["return_order"], hints["steps"])

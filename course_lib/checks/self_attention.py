@@ -201,3 +201,97 @@ def _sdpa_case(fn, label: str, q, k, v, mask: torch.Tensor | None) -> None:
         value_hint=HINTS["sdpa_steps"],
         nan_hint=NAN_MASK_HINT,
     )
+
+
+SUCCESSOR_HINTS = {
+    "error": "successor_projections(n) gets one int, the number of distinct numbers, and "
+    "returns two float tensors (W_q, W_k), each (n, d_k) with the same d_k of your choice",
+    "tuple": "return a tuple (W_q, W_k) of two tensors, each of shape (n, d_k)",
+    "shape": "W_q and W_k must both be (n, d_k) with the same d_k: the tokens are one-hot rows "
+    "of width n, and a query and a key are compared by a dot product",
+    "self": "every token's largest weight is on itself: the scores are symmetric (as with "
+    "W_q = W_k), and a symmetric score can never point every token at its successor. The query "
+    "of number i must match the key of number i + 1, not its own key",
+    "predecessor": "direction reversed: each token looks at the number one *below* it. The "
+    "score of query i with key j must be large where j = i + 1",
+    "wrap": "almost: every token finds its successor except the largest number, whose "
+    "successor is 0 (the numbers wrap around)",
+    "soft": "the right keys win, but too softly: the smallest weight on a successor is {w:.2f}, "
+    "and it must be at least 0.9. After dividing by √d_k, the winning score must beat the n - 1 "
+    "others by about ln(9 (n - 1)); scale your matrices up",
+    "nan": "the weights contain NaN or inf: the scores overflowed; a moderate scale is enough",
+    "other": "token {i} (number {a}) puts its largest weight on number {b}, not on its "
+    "successor {c}; for one-hot tokens the score of number a with number b is the entry "
+    "(W_q W_kᵀ)[a, b]",
+}
+
+LADDERS["ex3_3"] = (
+    "For one-hot tokens, the score of token i with token j is one entry of a fixed n x n "
+    "matrix built from W_q and W_k. Decide which entries should be large (each number with "
+    "its successor, wrapping around), then make them large enough that the softmax gives them "
+    "at least 0.9.",
+    "x_i W_q · x_j W_k = (W_q W_kᵀ)[i, j]. Take W_k as the identity (d_k = n) and W_q as a "
+    "scaled permutation matrix that sends row i to column (i + 1) mod n. The softmax gives the "
+    "winner exp(c/√n) / (exp(c/√n) + n - 1): solve for the scale c.",
+    "n = n_numbers\n"
+    "shift = torch.eye(n).roll(1, dims=1)  # row i has its 1 in column (i + 1) % n\n"
+    "c = math.sqrt(n) * math.log(9 * (n - 1)) + 1.0\n"
+    "return c * shift, torch.eye(n)",
+)
+
+
+@isolated
+def check_successor_projections(fn: Callable[..., Any]) -> None:
+    """Check fn(n) -> (W_q (n, d_k), W_k (n, d_k)): with one-hot tokens in any order, scaled
+    dot-product self-attention puts at least 0.9 of each token's weight on its successor."""
+    name = "successor_projections"
+    require_callable(fn, name)
+    cases = (4, 8, 13)
+    for i, n in enumerate(cases, 1):
+        _successor_case(fn, case_label(name, i, len(cases), f"n={n}"), n)
+    passed(name, len(cases))
+
+
+def _successor_case(fn, label: str, n: int) -> None:
+    """One size n: the weights every token puts on its successor, over a few shuffled orders."""
+    hints = SUCCESSOR_HINTS
+    result = call_learner(fn, label, (n,), hints["error"])
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise AssertionError(f"{label}: {hints['tuple']}")
+    w_q, w_k = as_tensors(result, label, ("W_q", "W_k"), hints["tuple"])
+    if w_q.ndim != 2 or w_k.ndim != 2 or w_q.shape[0] != n or w_q.shape != w_k.shape:
+        got = f"W_q {tuple(w_q.shape)}, W_k {tuple(w_k.shape)}"
+        raise AssertionError(f"{label}: {hints['shape']} (n = {n}; got {got})")
+    g = torch.Generator().manual_seed(n)
+    for _ in range(3):
+        order = torch.randperm(n, generator=g)  # (L,) = (n,): the numbers in a shuffled order
+        x = F.one_hot(order, n).double()  # (n, n): one-hot token vectors
+        q, k = x @ w_q.double(), x @ w_k.double()  # (n, d_k)
+        weights = torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1)  # (n, n)
+        if not torch.isfinite(weights).all():
+            raise AssertionError(f"{label}: {hints['nan']}")
+        top = order[weights.argmax(dim=-1)]  # the number each token looks at most
+        succ = (order + 1) % n
+        wrong = top != succ
+        if wrong.any():
+            raise AssertionError(f"{label}: {_successor_diagnosis(order, top, succ, n)}")
+        on_succ = weights[torch.arange(n), order.argsort()[succ]]  # weight on the successor
+        low = on_succ < 0.9
+        if low.sum() == 1 and order[low].item() == n - 1:
+            raise AssertionError(f"{label}: {hints['wrap']}")
+        if low.any():
+            raise AssertionError(f"{label}: {hints['soft'].format(w=on_succ.min().item())}")
+
+
+def _successor_diagnosis(order, top, succ, n: int) -> str:
+    """Name the pattern behind wrong top choices: self, predecessor, wrap-around, or one token."""
+    hints = SUCCESSOR_HINTS
+    wrong = top != succ
+    if (top == order).float().mean() > 0.5:
+        return hints["self"]
+    if (top == (order - 1) % n).float().mean() > 0.5:
+        return hints["predecessor"]
+    if wrong.sum() == 1 and order[wrong].item() == n - 1:
+        return hints["wrap"]
+    i = int(wrong.nonzero()[0])
+    return hints["other"].format(i=i, a=int(order[i]), b=int(top[i]), c=int(succ[i]))
