@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.execute:
             execute(nb, path, args.timeout)
         nb.metadata.setdefault("title", deck_title(nb, path.stem))  # the browser tab's title
+        # Stored widget state makes nbconvert load the widget manager from a CDN; a static
+        # deck cannot run widgets anyway (their stored figure or text output is shown).
+        nb.metadata.pop("widgets", None)
         body, _ = exp.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
         target.write_text(body, encoding="utf-8")
         built += 1

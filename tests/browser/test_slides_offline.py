@@ -1,5 +1,6 @@
 """Each deck `make slides` built opens from disk in Chromium with the network blocked:
-reveal.js starts, every slide and subslide of the notebook is there, and the math renders."""
+reveal.js starts, every slide and subslide of the notebook is there, the math renders, and
+nothing on any slide is cut off at the slide's left or right edge."""
 
 from __future__ import annotations
 
@@ -25,6 +26,34 @@ def _build_slides():
 
 REVEAL_JS = _build_slides().REVEAL_PREFIX + "/dist/reveal.js"  # the require.js module id
 REVEAL = f"require({json.dumps(REVEAL_JS)})"
+
+# Visit every slide; report each element that sticks out of its slide sideways, or that clips
+# its own content (a code line hidden behind a scroll bar is cut off on a projector too).
+CLIPPED = f"""() => {{
+  const R = {REVEAL};
+  const found = [];
+  for (const slide of R.getSlides()) {{
+    const at = R.getIndices(slide);
+    R.slide(at.h, at.v);
+    const edge = slide.getBoundingClientRect();
+    for (const el of slide.querySelectorAll("*")) {{
+      if (el.closest("aside.notes")) continue;
+      const style = getComputedStyle(el), box = el.getBoundingClientRect();
+      if (style.display === "none" || style.visibility === "hidden" || box.width === 0) continue;
+      const sticksOut = box.right > edge.right + 2 || box.left < edge.left - 2;
+      // MathJax's own inner boxes clip by design; a formula wider than the slide sticks out.
+      const clips = !el.closest(".MathJax_CHTML") && ["auto", "hidden", "scroll"].includes(style.overflowX)
+        && el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 2;
+      if (sticksOut || clips) {{
+        found.push(`slide ${{at.h}}.${{at.v}}: <${{el.tagName.toLowerCase()}}> `
+          + (sticksOut ? "sticks out of the slide" : `clips ${{el.scrollWidth - el.clientWidth}} px`)
+          + `: ${{(el.innerText || "").split("\\n")[0].slice(0, 60)}}`);
+        break;  // one line per slide is enough to find it
+      }}
+    }}
+  }}
+  return found;
+}}"""
 
 
 def expected(path: Path) -> tuple[int, bool]:
@@ -60,6 +89,8 @@ def test_deck_works_offline_with_every_slide_and_rendered_math(notebook, offline
         )
         bad = page.locator(".MathJax_CHTML .mjx-merror").count()
         assert bad == 0, f"{bad} formula(s) failed to typeset (red in the deck)"
+    clipped = page.evaluate(CLIPPED)
+    assert clipped == [], f"{len(clipped)} slide(s) cut something off:\n" + "\n".join(clipped)
     page.evaluate(f"() => {REVEAL}.slide(0)")
     screenshot(page, f"slides-{notebook.stem}")
     guard = page.guard
