@@ -90,13 +90,21 @@ def dot_attention(query, keys, mask=None, dim=-1):
 
 def online_softmax(m_prev, l_prev, acc_prev, scores, v, rescale_l=True, rescale_acc=True):
     m_new = torch.maximum(m_prev, scores.amax(dim=-1, keepdim=True))
-    alpha, p = torch.exp(m_prev - m_new), torch.exp(scores - m_new)
+    shift = m_new.masked_fill(m_new.isinf(), 0.0)  # a row that has seen no key yet stays empty
+    alpha, p = torch.exp(m_prev - shift), torch.exp(scores - shift)
     l_new = (l_prev * alpha if rescale_l else l_prev) + p.sum(dim=-1, keepdim=True)
     return m_new, l_new, (acc_prev * alpha if rescale_acc else acc_prev) + p @ v
 
 
-def kv_cache_step(cache_k, cache_v, k_new, v_new):
-    return torch.cat([cache_k, k_new], dim=2), torch.cat([cache_v, v_new], dim=2)
+def cached_attention(q, k_new, v_new, cache_k, cache_v, top_left=False, cache=True):
+    k_all, v_all = torch.cat([cache_k, k_new], dim=2), torch.cat([cache_v, v_new], dim=2)
+    T_new, T_all = q.shape[2], k_all.shape[2]
+    rows = torch.arange(T_new)[:, None] + (0 if top_left else T_all - T_new)
+    mask = torch.arange(T_all)[None, :] <= rows  # (T_new, T_all): new query i sits at T_past + i
+    k, v = (k_all, v_all) if cache else (k_new, v_new)
+    mask = mask if cache else mask[:, T_all - T_new :]
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out, k_all, v_all
 
 
 def self_attention(x, w_q, w_k, w_v, project=(True, True, True), swap=False, scale="d_k"):
@@ -233,13 +241,13 @@ MISTAKES = [
     ),  # noqa: E501
     ("online_softmax", lambda *a: online_softmax(*a, rescale_acc=False), "old accumulator"),
     ("online_softmax", lambda *a: online_softmax(*a, rescale_l=False), "rescale l"),
-    ("kv_cache_step", lambda ck, cv, k, v: (torch.cat([ck, k], 1), torch.cat([cv, v], 1)), "axis"),
-    ("kv_cache_step", lambda ck, cv, k, v: (k, v), "replaced the cache"),
+    ("cached_attention", lambda *a: cached_attention(*a, top_left=True), "aligned top-left"),
+    ("cached_attention", lambda *a: cached_attention(*a, cache=False), "cache was ignored"),
     (
-        "kv_cache_step",
-        lambda ck, cv, k, v: (torch.cat([k, ck], 2), torch.cat([v, cv], 2)),
-        "after the cached",
-    ),  # noqa: E501
+        "cached_attention",
+        lambda q, k, v, ck, cv: cached_attention(q, ck, cv, k, v),
+        "come after the cached",
+    ),
     ("self_attention", lambda *a: self_attention(*a, project=(0, 0, 0)), "x itself"),
     ("self_attention", lambda *a: self_attention(*a, project=(1, 1, 0)), "values were not"),
     ("self_attention", lambda *a: self_attention(*a, swap=True), "swapped"),
@@ -261,7 +269,7 @@ CORRECT = {
     "additive_attention": additive_attention,
     "dot_attention": dot_attention,
     "online_softmax": online_softmax,
-    "kv_cache_step": kv_cache_step,
+    "cached_attention": cached_attention,
     "self_attention": self_attention,
 }
 
@@ -419,7 +427,7 @@ def test_progress_reports_pass_fail_and_not_attempted(capsys):
     assert results["layer_norm"] == ("pass", "")
     status, reason = results["split_heads"]
     assert status == "fail" and "without a transpose" in reason
-    for exercise in ("merge_heads", "causal_mask", "kv_cache_step"):
+    for exercise in ("merge_heads", "causal_mask", "cached_attention"):
         assert results[exercise] == ("not attempted", "")
     assert set(results) == set(checks.CHECKS)
     assert "✓ pass" in table and "✗ fail" in table and "– not attempted" in table
@@ -881,9 +889,10 @@ def causal_lm_loss(logits, tokens):
     )
 
 
-def top_k_filter(logits, k):
-    threshold = logits.topk(min(k, logits.shape[-1]), dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < threshold, float("-inf"))
+def top_k_filter(logits, k):  # exactly k survive, also when logits tie at the k-th value
+    idx = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, idx, True)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def top_p_filter(logits, p, inclusive=True, keep_top=True, sort=True, scatter=True):

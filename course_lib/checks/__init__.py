@@ -49,7 +49,7 @@ from . import (
 from ._machinery import NOT_ATTEMPTED, reference_objects
 from .attention_in_rnns import check_additive_attention, check_decoder_step, check_dot_attention
 from .cross_attention import check_cross_attention, check_cross_attention_mask
-from .efficiency import check_kv_cache_step, check_online_softmax
+from .efficiency import check_cached_attention, check_online_softmax
 from .full_transformer import check_greedy_decode, check_label_smoothed_loss
 from .gpt_decoder_only import check_causal_lm_loss, check_top_k, check_top_p
 from .masking import check_causal_mask, check_padding_mask
@@ -141,7 +141,7 @@ EXERCISES: dict[str, dict[str, tuple[Check, tuple[str, ...]]]] = {
     },
     "11": {
         "online_softmax": (check_online_softmax, ("online_softmax_update", "online_softmax")),
-        "kv_cache_step": (check_kv_cache_step, ("kv_cache_step", "append_to_cache")),
+        "cached_attention": (check_cached_attention, ("cached_attention", "cached_attention_step")),
     },
 }
 # every exercise of the course, in course order

@@ -223,16 +223,22 @@ def online_step(
     stable: bool = True,
     normalise: str = "",
     inverted: bool = False,
+    guard: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One online-softmax update for a key block, with a knob per typical mistake."""
+    """One online-softmax update for a key block, with a knob per typical mistake.
+
+    guard: a row whose max is still -inf (no visible key yet) shifts by 0, not by -inf, so a
+    fully masked block leaves the empty state empty instead of making exp(-inf + inf) = NaN.
+    """
     block_max = scores.amax(dim=-1, keepdim=True)  # (..., L_q, 1)
     m_new = torch.maximum(m_prev, block_max) if keep_max else block_max
     if not stable:
         p = torch.exp(scores)
         l_new, acc_new = l_prev + p.sum(-1, keepdim=True), acc_prev + p @ v
         return m_new, l_new, acc_new
-    p = torch.exp(scores - m_new)  # (..., L_q, B_k)
-    alpha = torch.exp(m_new - m_prev if inverted else m_prev - m_new)  # old max -> new max
+    shift = m_new.masked_fill(torch.isinf(m_new), 0.0) if guard else m_new
+    p = torch.exp(scores - shift)  # (..., L_q, B_k)
+    alpha = torch.exp(shift - m_prev if inverted else m_prev - shift)  # old max -> new max
     l_new = (l_prev * alpha if rescale_l else l_prev) + p.sum(-1, keepdim=True)
     acc_new = (acc_prev * alpha if rescale_acc else acc_prev) + p @ v
     if normalise == "simple":  # divided by l inside the update

@@ -130,11 +130,4 @@ HINTS = {
     "os_normalised": "keep acc un-normalised: divide by l only once, after the last block",
     "os_shapes": "m and l are (..., L_q, 1) (keepdim=True), acc (..., L_q, d_v), scores_block "
     "(..., L_q, B_k), v_block (..., B_k, d_v)",
-    "kv_axis": "concatenated on the wrong axis: the sequence axis of (B, H, L, d) is dim=2 "
-    "(dim=-2)",
-    "kv_replace": "replaced the cache instead of appending: the result must hold the cached positions followed by the new ones, for the keys and for the values",
-    "kv_order": "new tokens go after the cached ones: the cache comes first along the sequence axis",
-    "kv_swapped": "keys and values swapped: return (k_all, v_all)",
-    "kv_error": "torch.cat needs every axis except the joined one to match; for (B, H, L, d) "
-    "join on the sequence axis, dim=2",
 }

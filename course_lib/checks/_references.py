@@ -60,6 +60,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "online_softmax_forward",
         "online_softmax_attention",
     ),
+    "course_lib.lessons.efficiency": ("cached_attention",),
 }
 # The checks' modules whose every function and class is answer key, not learner material.
 # (_machinery, _hints and the package itself are the checks' tools and stay callable.)

@@ -27,38 +27,48 @@ NEG_INF = float("-inf")
 
 SAMPLING_HINTS = {
     # the causal LM loss
-    "lm_error": "logits are (B, T, V) and tokens (B, T). Position t predicts token t + 1: take "
-    "logits[:, :-1] and tokens[:, 1:], then flatten them to (B*(T-1), V) and (B*(T-1),) for "
-    "F.cross_entropy (it wants the classes on axis 1, so a 3-D (B, T, V) input fails)",
+    "lm_error": "logits are (B, T, V) and tokens (B, T). Position t predicts token t + 1, so "
+    "the last position and the first token have no partner; F.cross_entropy wants the "
+    "classes on axis 1, so line the positions up and flatten them to (N, V) logits and (N,) "
+    "targets (a 3-D (B, T, V) input fails)",
     "lm_scalar": "return one number, the mean over all predicted positions (a 0-d tensor)",
     "lm_no_shift": "no shift: you scored position t against token t itself. The logits at "
-    "position t are the model's guess for the *next* token, t + 1: compare logits[:, :-1] with "
-    "tokens[:, 1:]. (Without the shift the model only learns to copy its input.)",
-    "lm_wrong_way": "shifted the wrong way: you compared logits[:, 1:] with tokens[:, :-1], "
-    "so each position predicts the token *before* it. Use logits[:, :-1] with tokens[:, 1:]",
-    "lm_two": "off by two: position t predicts token t + 1, not t + 2; drop one position from "
-    "each side (logits[:, :-1], tokens[:, 1:])",
+    "position t are the model's guess for the *next* token, t + 1. (Without the shift the "
+    "model only learns to copy its input.)",
+    "lm_wrong_way": "shifted the wrong way: each position was scored against the token "
+    "*before* it; the logits at position t must be scored against token t + 1",
+    "lm_two": "off by two: position t predicts token t + 1, not t + 2; line them up by "
+    "dropping one position from each side, not two",
     "lm_sum": "you returned the sum over positions; return the mean",
     "lm_softmax_axis": "log-softmax over the wrong axis: the probabilities are over the "
     "vocabulary, the last axis (dim=-1)",
     "lm_steps": "loss = mean over b and t < T-1 of -log softmax(logits[b, t])[tokens[b, t + 1]]: position t is scored against the token after it.",
     # top-k
-    "k_error": "torch.topk(logits, k, dim=-1) gives the k largest values of each row; the "
-    "smallest of them, values[..., -1:], is a threshold: keep logits >= it, set the rest to "
-    "float('-inf') with masked_fill or torch.where",
+    "k_error": "work along the last axis (the vocabulary): find *where* each row's k largest "
+    "logits are, keep those positions unchanged and set every other one to float('-inf'); "
+    "the result has the shape of the logits",
     "k_smallest": "you kept the k *smallest* logits: keep the k largest (torch.topk's default)",
     "k_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0 "
     "after the softmax: set them to float('-inf')",
     "k_probs": "you returned probabilities; return *logits* (same shape), with the removed "
     "ones set to float('-inf'), so the softmax can be taken afterwards",
-    "k_plus_one": "off by one: you kept k + 1 tokens; the threshold is the k-th largest "
-    "value, values[..., k-1] (values[..., -1:] of topk(k)), and ties aside exactly k survive",
-    "k_minus_one": "off by one: you kept k - 1 tokens; keep every logit >= the k-th largest "
-    "(use >=, not >)",
+    "k_plus_one": "off by one: you kept k + 1 tokens in a row; exactly k must survive",
+    "k_minus_one": "off by one: you kept k - 1 tokens in a row; exactly k must survive (the "
+    "k-th largest itself is kept)",
+    "k_ties_all": "ties at the border: several logits equal the k-th largest and you kept all "
+    "of them, so more than k tokens survive. The exercise (like course_lib and Hugging Face) "
+    "keeps exactly k: choose k *positions*, the ones a k-largest search returns, instead of "
+    "keeping every logit above a threshold value",
+    "k_ties_none": "ties at the border: several logits equal the k-th largest and you dropped "
+    "all of them (a strict comparison with the threshold), so fewer than k tokens survive; "
+    "exactly k must survive",
+    "k_count": "each row must keep exactly k finite logits (every row of the vocabulary axis, "
+    "whatever the leading axes are)",
+    "k_order": "a removed logit is larger than a kept one: keep the k *largest* of each row",
     "k_axis": "top-k over the wrong axis: each row (the last axis, the vocabulary) keeps its "
     "own k largest logits; use dim=-1",
-    "k_all": "k may be >= V (the vocabulary size): then every token is kept; torch.topk fails "
-    "for k > V, so use min(k, V)",
+    "k_all": "k may be >= V, the vocabulary size: then every token is kept. With k > V a "
+    "k-largest search asked for more than V values fails, so never ask for more than V",
     "k_changed": "the kept logits must be unchanged (no softmax, no shift, no temperature): "
     "only the removed ones become -inf",
     "k_steps": "Keep logits[..., v] if it is among the k largest of its row, else -inf.",
@@ -67,8 +77,8 @@ SAMPLING_HINTS = {
     "descending=True) also gives the order), take the cumulative sum, decide which sorted "
     "positions to keep, then put the decision back in vocabulary order with scatter",
     "p_exclusive": "you dropped the token that pushes the mass past p: the nucleus is the "
-    "*smallest set whose mass is >= p*, so it includes that token. Keep a token when the mass "
-    "of the tokens before it is still < p (cumsum - probs < p)",
+    "*smallest set whose mass is >= p*, so it includes that token. Decide with the mass of "
+    "the tokens *before* each one, not the mass including it",
     "p_empty": "a row lost every token: when the most likely token alone has probability >= p, "
     "the nucleus is that one token; always keep the top token",
     "p_unsorted": "you took the cumulative sum in vocabulary order: sort the probabilities "
@@ -105,9 +115,9 @@ LADDERS: dict[str, tuple[str, ...]] = {
         "V = logits.shape[-1]\nreturn F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1))",
     ),
     "ex10_2": (
-        "Top-k keeps each row's k largest logits untouched and removes the rest by making their logit -inf (probability 0 after the softmax); with k >= V nothing is removed.",
-        "Find each row's k-th largest value along the last axis (clamp k to V), keep it broadcastable, and replace every logit below it with -inf in a new tensor; do not modify the input.",
-        "k = min(k, logits.shape[-1])\nkth = torch.topk(logits, k, dim=-1).values[..., -1:]\nreturn logits.masked_fill(logits < kth, float('-inf'))",
+        "Top-k keeps each row's k largest logits untouched and removes the rest by making their logit -inf (probability 0 after the softmax); exactly k survive, even when several logits tie at the k-th value; with k >= V nothing is removed.",
+        "Ask for the *indices* of each row's k largest logits along the last axis (never more than V of them), mark those positions True in a boolean tensor of the logits' shape, and fill every unmarked position with -inf in a new tensor. Comparing with the k-th largest value instead keeps every tied logit, more than k.",
+        "k = min(k, logits.shape[-1])\nidx = torch.topk(logits, k, dim=-1).indices\nkeep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, idx, True)\nreturn logits.masked_fill(~keep, float('-inf'))",
     ),
     "ex10_3": (
         "Top-p keeps the smallest set of most likely tokens whose probability reaches p, including the token that reaches it; the most likely token always survives.",
@@ -215,9 +225,53 @@ def check_top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
         ("logits (2, 6), k=6 = V: keep all", (2, 6), 6),
         ("logits (1, 5), k=9 > V: keep all", (1, 5), 9),
     ]
+    ties = [
+        (
+            "ties at the border: [3 1 1 1 0] and [2 2 2 5 -1], k=2",
+            [[3, 1, 1, 1, 0], [2, 2, 2, 5, -1]],
+            2,
+        ),
+        ("all logits equal, k=3", [[0.5] * 6], 3),
+    ]
+    n = len(cases) + len(ties)
     for i, (desc, shape, k) in enumerate(cases, 1):
-        _top_k_case(fn, case_label(name, i, len(cases), desc), _random_rows(g, *shape), k)
-    passed(name, len(cases))
+        _top_k_case(fn, case_label(name, i, n, desc), _random_rows(g, *shape), k)
+    for i, (desc, rows, k) in enumerate(ties, len(cases) + 1):
+        _top_k_tie_case(fn, case_label(name, i, n, desc), torch.tensor(rows, dtype=torch.float), k)
+    passed(name, n)
+
+
+def _top_k_tie_case(fn, label: str, logits: torch.Tensor, k: int) -> None:
+    """Logits with ties at the k-th value: any k of the tied tokens may survive, but exactly k."""
+    kth = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1), before the learner's code runs
+    (out,) = as_tensors(call_learner(fn, label, (logits, k), H["k_error"]), label, ("the output",))
+    if out.shape != logits.shape:
+        raise AssertionError(
+            f"{label}: the output should have the shape of the logits, {tuple(logits.shape)}, "
+            f"got {tuple(out.shape)}"
+        )
+    kept = out.isfinite()
+    if not torch.equal(out[kept], logits[kept]):
+        differ = kept & (out != logits)
+        if torch.allclose(out.sum(dim=-1), torch.ones(())) and bool((out >= 0).all()):
+            raise AssertionError(f"{label}: {H['k_probs']}")
+        zeroed = bool((out[differ] == 0).all())
+        raise AssertionError(f"{label}: {H['k_zero'] if zeroed else H['k_changed']}")
+    if not bool((out[~kept] == NEG_INF).all()):
+        raise AssertionError(f"{label}: {H['k_changed']} (removed logits must be -inf)")
+    count = kept.sum(dim=-1)
+    if bool((count == k).all()):
+        lowest_kept = torch.where(kept, logits, torch.inf).amin(dim=-1)
+        highest_removed = torch.where(kept, -torch.inf, logits).amax(dim=-1)
+        if bool((lowest_kept >= highest_removed).all()):
+            return
+        raise AssertionError(f"{label}: {H['k_order']}")
+    if torch.equal(kept, logits >= kth):
+        raise AssertionError(f"{label}: {H['k_ties_all']}")
+    if torch.equal(kept, logits > kth):
+        raise AssertionError(f"{label}: {H['k_ties_none']}")
+    rows = ", ".join(str(int(c)) for c in count.reshape(-1))
+    raise AssertionError(f"{label}: you kept {rows} tokens per row for k = {k}; {H['k_count']}")
 
 
 def _top_k_case(fn, label: str, logits: torch.Tensor, k: int) -> None:

@@ -186,6 +186,74 @@ def incremental_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     return torch.cat(rows, dim=1)
 
 
+def cached_attention(
+    q_new: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One attention step after a KV cache: T_new queries at positions T_past .. T_past+T_new-1.
+
+    q_new, k_new, v_new (B, H, T_new, d); cache_k, cache_v (B, H, T_past, d) ->
+    (out (B, H, T_new, d), k_all, v_all (B, H, T_past + T_new, d)). New query i may see keys
+    0 .. T_past + i: the causal mask aligned bottom-right, not top-left as `is_causal=True`.
+    """
+    k_all = torch.cat([cache_k, k_new], dim=2)  # (B, H, T_all, d): the cache first
+    v_all = torch.cat([cache_v, v_new], dim=2)
+    T_new, T_all = q_new.shape[2], k_all.shape[2]
+    rows = torch.arange(T_all - T_new, T_all)[:, None]  # absolute positions of the new queries
+    mask = torch.arange(T_all)[None, :] <= rows  # (T_new, T_all), True = may attend
+    out = F.scaled_dot_product_attention(q_new, k_all, v_all, attn_mask=mask)
+    return out, k_all, v_all
+
+
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sdpa_is_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """F.scaled_dot_product_attention(is_causal=True): its mask is aligned top-left."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+@torch.no_grad()
+def logits_after_cache(
+    model: nn.Module, idx: torch.Tensor, past_len: int, attend: str | Attend = "offset"
+) -> torch.Tensor:
+    """A GPT's logits (B, T - past_len, V) for idx[:, past_len:], fed in one step after a cache.
+
+    The cache is filled by the model itself from idx[:, :past_len]; then every layer attends
+    with `attend(q_new, k_all, v_all)`: "offset" (the right bottom-right mask), "is_causal"
+    (SDPA's top-left mask) or any function of that signature.
+    """
+    from ..attention import merge_heads, split_heads
+
+    if attend == "offset":
+        attend = _offset_attend
+    elif attend == "is_causal":
+        attend = _sdpa_is_causal
+    with evaluating(model):
+        _, _, past = model(idx[:, :past_len], use_cache=True)
+        new = idx[:, past_len:]
+        x = model.tok_embed(new) + model._positions(new.shape[1], past_len, idx.device)
+        for block, (k_old, v_old) in zip(model.blocks, past, strict=True):
+            attn, h = block.attn, block.norm1(x)
+            q, k, v = (split_heads(w(h), attn.num_heads) for w in (attn.w_q, attn.w_k, attn.w_v))
+            k, v = torch.cat([k_old, k], dim=2), torch.cat([v_old, v], dim=2)
+            x = x + attn.w_o(merge_heads(attend(q, k, v)))
+            x = x + block.ff(block.norm2(x))
+        return model.head(model.norm(x))
+
+
+def _offset_attend(q: torch.Tensor, k_all: torch.Tensor, v_all: torch.Tensor) -> torch.Tensor:
+    """Attention of the last q.shape[2] positions over all keys, with the offset causal mask."""
+    T_past = k_all.shape[2] - q.shape[2]
+    old, new = slice(0, T_past), slice(T_past, None)
+    return cached_attention(
+        q, k_all[..., new, :], v_all[..., new, :], k_all[..., old, :], v_all[..., old, :]
+    )[0]
+
+
 def kv_cache_bytes(past_kv: Any) -> int:
     """Bytes held by a KV cache: every layer's keys and values."""
     return sum(t.nbytes for t in tree_flatten(past_kv)[0] if isinstance(t, torch.Tensor))
