@@ -18,7 +18,7 @@ for `03_self_attention.ipynb`); `_machinery` runs a learner's function and compa
 Policy on references: a check switches off course_lib's reference for its own exercise, and the
 checks' answer key; the reference of an *earlier* exercise is allowed only where the prompt says
 the exercise builds on it (3.2 may call scaled_dot_product_attention; 4.3 it and split/merge
-heads; 7.2 the padding mask). A refused call says so in its message.
+heads; 5.3 those and the RoPE pieces of course_lib.positional). A refused call says so in its message.
 """
 
 from __future__ import annotations
@@ -48,20 +48,20 @@ from . import (
 )
 from ._machinery import NOT_ATTEMPTED, reference_objects
 from .attention_in_rnns import check_additive_attention, check_decoder_step, check_dot_attention
-from .cross_attention import check_cross_attention, check_cross_attention_mask
+from .cross_attention import check_cross_attention, check_field_attention
 from .efficiency import check_cached_attention, check_online_softmax
-from .full_transformer import check_greedy_decode, check_label_smoothed_loss
+from .full_transformer import check_beam_decode, check_greedy_decode, check_label_smoothed_loss
 from .gpt_decoder_only import check_causal_lm_loss, check_top_k, check_top_p
-from .masking import check_causal_mask, check_padding_mask
+from .masking import check_causal_mask, check_masked_softmax, check_padding_mask
 from .multi_head_attention import check_merge_heads, check_multi_head_attention, check_split_heads
-from .positional_encoding import check_rope, check_sinusoidal_encoding
+from .positional_encoding import check_rope, check_rope_self_attention, check_sinusoidal_encoding
 from .rnn_bottlenecks import check_gradient_reach, check_rnn_cell, check_rnn_step_jacobian
 from .self_attention import (
     check_scaled_dot_product_attention,
     check_self_attention,
     check_successor_projections,
 )
-from .transformer_block import check_encoder_layer, check_layer_norm
+from .transformer_block import check_encoder_layer, check_fixed_block, check_layer_norm
 
 _MODULES = (
     rnn_bottlenecks,
@@ -114,18 +114,21 @@ EXERCISES: dict[str, dict[str, tuple[Check, tuple[str, ...]]]] = {
     "05": {
         "sinusoidal_encoding": (check_sinusoidal_encoding, ("sinusoidal_encoding",)),
         "rope": (check_rope, ("rope", "apply_rotary")),
+        "rope_self_attention": (check_rope_self_attention, ("rope_self_attention",)),
     },
     "06": {
         "padding_mask": (check_padding_mask, ("padding_mask",)),
         "causal_mask": (check_causal_mask, ("causal_mask",)),
+        "masked_softmax": (check_masked_softmax, ("masked_softmax",)),
     },
     "07": {
         "cross_attention": (check_cross_attention, ("cross_attention_step", "cross_attention")),
-        "cross_attention_mask": (check_cross_attention_mask, ("cross_attention_mask",)),
+        "field_attention": (check_field_attention, ("field_attention",)),
     },
     "08": {
         "encoder_layer": (check_encoder_layer, ("encoder_layer", "encoder_layer_forward")),
         "layer_norm": (check_layer_norm, ("layer_norm",)),
+        "fixed_block": (check_fixed_block, ("fixed_block",)),
     },
     "09": {
         "label_smoothed_loss": (
@@ -133,6 +136,7 @@ EXERCISES: dict[str, dict[str, tuple[Check, tuple[str, ...]]]] = {
             ("label_smoothed_loss", "smoothed_loss"),
         ),
         "greedy_decode": (check_greedy_decode, ("greedy_decode",)),
+        "beam_decode": (check_beam_decode, ("beam_decode", "beam_search_decode")),
     },
     "10": {
         "causal_lm_loss": (check_causal_lm_loss, ("causal_lm_loss", "next_token_loss")),

@@ -11,7 +11,7 @@ patched binding is restored, and any stub that a module imported *during* the ca
 Policy on earlier exercises: a check refuses the reference of its own exercise. The reference
 of an *earlier* exercise is allowed (through `allow=`) exactly where the exercise's prompt says
 the learner may build on it: 3.2 on scaled_dot_product_attention, 4.3 on it and split/merge
-heads, 7.2 on the padding mask. Every refusal message says so.
+heads, 5.3 on those and the RoPE pieces of course_lib.positional. Every refusal message says so.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "filter_logits",
         "next_token_probs",
         "sample_next",
+        "beam_search",
+        "gnmt_length_penalty",
     ),
     "course_lib.rnn": (
         "rnn_cell_step",
@@ -55,6 +57,8 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "DotAttention",
     ),
     "course_lib.training": ("sequence_loss",),
+    "course_lib.lessons.positional_encoding": ("RotarySelfAttention",),
+    "course_lib.lessons.cross_attention": ("field_attention",),
     "course_lib.tiled_attention": (
         "online_softmax_step",
         "online_softmax_forward",
