@@ -34,9 +34,11 @@ def qkv_diagram(
     highlight: str | None = None,
     masked: bool = False,
     lecture: bool | None = None,
+    d_v: int | str = "d_v",
 ) -> Figure:
     """Scaled dot-product self-attention for one head, every tensor labelled with its shape."""
     L, D, dk = check_dim("L", L), check_dim("d_model", d_model), check_dim("d_k", d_k)
+    dv = check_dim("d_v", d_v)
     if highlight is not None:
         check_choice("highlight", highlight, QKV_PARTS)
     c = Canvas(8.6, 4.0, lecture)
@@ -50,15 +52,15 @@ def qkv_diagram(
     ]
     for w in ws:
         c.arrow(x.right, w.left)
-    qk = c.box(3.55, 2.55, 1.25, 0.56, r"$Q K^\top / \sqrt{d_k}$", "op", highlight == "scores")
+    qk = c.box(3.95, 2.55, 1.25, 0.56, r"$Q K^\top / \sqrt{d_k}$", "op", highlight == "scores")
     c.arrow(
-        ws[0].right, (qk.left[0], 2.72), f"Q {shape('B', L, dk)}", proj, at=0.45, offset=(0.0, 0.2)
+        ws[0].right, (qk.left[0], 2.72), f"Q {shape('B', L, dk)}", proj, at=0.55, offset=(0.0, 0.2)
     )
     c.arrow(
-        ws[1].right, (qk.left[0], 2.38), f"K {shape('B', L, dk)}", proj, at=0.45, offset=(0.0, -0.2)
+        ws[1].right, (qk.left[0], 2.38), f"K {shape('B', L, dk)}", proj, at=0.55, offset=(0.0, -0.2)
     )
     soft_label = "mask, then\nsoftmax over keys" if masked else "softmax\nover keys"
-    sm = c.box(5.65, 2.55, 1.2, 0.56, soft_label, "op", highlight == "softmax", "label")
+    sm = c.box(6.0, 2.55, 1.2, 0.56, soft_label, "op", highlight == "softmax", "label")
     c.arrow(qk.right, sm.left, shape("B", L, L), highlight == "scores", offset=(0.0, 0.22))
     mix = c.box(7.0, 1.5, 1.0, 0.56, "weights\n@ V", "op", highlight == "mix", "label")
     c.arrow(
@@ -70,10 +72,10 @@ def qkv_diagram(
         offset=(0.55, 0.12),
     )
     c.path(
-        [ws[2].right, (mix.x, 0.9), mix.bottom], f"V {shape('B', L, dk)}", proj, offset=(0.0, 0.16)
+        [ws[2].right, (mix.x, 0.9), mix.bottom], f"V {shape('B', L, dv)}", proj, offset=(0.0, 0.16)
     )
     c.arrow(mix.right, (8.55, 1.5))
-    c.text(8.5, 1.15, f"out {shape('B', L, dk)}", "small", mono=True, ha="right")
+    c.text(8.5, 1.15, f"out {shape('B', L, dv)}", "small", mono=True, ha="right")
     c.text(
         0.1,
         0.25,

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from ._draw import Canvas, check_choice, check_int
 
 SCORES = {
-    "additive": r"$e_{tj} = v^\top \tanh(W s_{t-1} + U h_j)$",
+    "additive": r"$e_{tj} = v^\top \tanh(W_q s_{t-1} + W_k h_j)$",
     "dot": r"$e_{tj} = s_{t-1}^\top h_j$",
     "general": r"$e_{tj} = s_{t-1}^\top W h_j$",
 }
