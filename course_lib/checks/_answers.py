@@ -8,6 +8,7 @@ keyword "knobs" reproduce one known mistake each, so a check can recognise it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -246,3 +247,104 @@ def online_step(
     elif normalise == "weighted":  # kept a normalised running output
         acc_new = (acc_prev * l_prev * alpha + p @ v) / l_new
     return m_new, l_new, acc_new
+
+
+def smoothed_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    pad_id: int,
+    eps: float,
+    spread: str = "all",
+    ignore_pad: bool = True,
+    denominator: str = "real",
+    reduce: str = "mean",
+    uniform: str = "mean",
+    raw: bool = False,
+) -> torch.Tensor:
+    """The smoothed loss in float64, with knobs that reproduce typical mistakes."""
+    logp = logits.double() if raw else logits.double().log_softmax(dim=-1)  # (B, L, V)
+    nll = -logp.gather(-1, targets[..., None])[..., 0]  # (B, L)
+    if spread == "all":  # q = (1 - eps) one_hot + eps / V
+        smooth = -logp.mean(dim=-1) if uniform == "mean" else -logp.sum(dim=-1)
+        per_pos = (1 - eps) * nll + eps * smooth
+    else:  # eps spread over the wrong tokens only (and not PAD for "v-2")
+        wrong = torch.ones_like(logp).scatter(-1, targets[..., None], 0.0)
+        if spread == "v-2":
+            wrong[..., pad_id] = 0.0
+        q = wrong * eps / wrong.sum(dim=-1, keepdim=True)
+        per_pos = (1 - eps) * nll - (q * logp).sum(dim=-1)
+    real = targets != pad_id if ignore_pad else torch.ones_like(targets, dtype=torch.bool)
+    per_pos = per_pos * real
+    if reduce == "sum":
+        return per_pos.sum().float()
+    if reduce == "per_sequence":
+        return (per_pos.sum(dim=1) / real.sum(dim=1)).mean().float()
+    count = real.sum() if denominator == "real" else torch.tensor(targets.numel())
+    return (per_pos.sum() / count).float()
+
+
+class MarkovLM:
+    """A seeded random step function for beam search: log p(next | position, last token).
+
+    Called with prefixes (k, t) of token ids, it returns log-probs (k, V); row i depends only on
+    t and prefixes[i, -1] (a start row when t = 0). `eos_bias` shifts every EOS (id 0) logit.
+    """
+
+    def __init__(self, seed: int, eos_bias: float, vocab: int = 6, max_t: int = 8) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.table = torch.randn(max_t + 1, vocab + 1, vocab, generator=g) * 2.0  # (t, last, V)
+        self.table[:, :, 0] += eos_bias
+        self.vocab = vocab
+
+    def __call__(self, prefixes: torch.Tensor) -> torch.Tensor:
+        ok = isinstance(prefixes, torch.Tensor) and prefixes.dim() == 2
+        if not ok or prefixes.is_floating_point():
+            raise ValueError(
+                "step_fn takes the live prefixes as one (k, t) tensor of token ids (k prefixes "
+                f"of t tokens each; (1, 0) at the start), got {prefixes!r:.80}"
+            )
+        k, t = prefixes.shape
+        last = prefixes[:, -1] if t else torch.full((k,), self.vocab)
+        return self.table[min(t, len(self.table) - 1), last].log_softmax(dim=-1)  # (k, V)
+
+
+def beam(
+    step_fn: Callable[[torch.Tensor], torch.Tensor],
+    max_len: int,
+    eos_id: int,
+    beam_size: int,
+    alpha: float,
+    width: int | None = None,
+    shrink: bool = True,
+    stop_first: bool = False,
+    penalty: str = "gnmt",
+    count_eos: bool = True,
+) -> list[int]:
+    """The best hypothesis of beam search with EOS set aside and GNMT's length penalty.
+
+    Plain lists, one candidate at a time. Knobs: width (1 = greedy), shrink=False (the beam
+    does not shrink as hypotheses finish), stop_first (stop at the first EOS), penalty
+    ("none", "mean": log p / |y|), count_eos=False (|y| without EOS).
+    """
+    width = beam_size if width is None else width
+    live: list[tuple[list[int], float]] = [([], 0.0)]
+    done: list[tuple[list[int], float]] = []
+    for _ in range(max_len):
+        prefixes = torch.tensor([p for p, _ in live], dtype=torch.long).reshape(len(live), -1)
+        logp = step_fn(prefixes).double()  # (k, V)
+        cands = [(s + logp[i, v].item(), p + [v]) for i, (p, s) in enumerate(live)
+                 for v in range(logp.shape[1])]  # fmt: skip
+        cands.sort(key=lambda c: -c[0])
+        kept = cands[: max(width - len(done), 0) if shrink else width]
+        live = [(p, s) for s, p in kept if p[-1] != eos_id]
+        done += [(p, s) for s, p in kept if p[-1] == eos_id]
+        if not live or (stop_first and done):
+            break
+
+    def score(hyp: tuple[list[int], float]) -> float:
+        n = len(hyp[0]) - (0 if count_eos else 1)
+        if penalty == "none":
+            return hyp[1]
+        return hyp[1] / n if penalty == "mean" else hyp[1] / ((5 + n) / 6) ** alpha
+
+    return max(done, key=score)[0] if done else max(live, key=lambda h: h[1])[0]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import _answers
 from ._machinery import (
     as_tensors,
     call_learner,
@@ -27,55 +28,45 @@ from ._machinery import (
 
 DECODING_HINTS = {
     # label-smoothed loss
-    "ls_error": "logits are (B, L, V) and targets (B, L): flatten them to (B*L, V) and (B*L,), "
-    "or take log_softmax over the last axis and gather each target's log-probability",
-    "ls_scalar": "return one number, the mean over the non-PAD positions (a 0-d tensor), not one "
-    "loss per position",
-    "ls_raw_logits": "you used the raw logits as log-probabilities: logits are unnormalised "
-    "scores; turn them into log-probabilities over the vocabulary first (a log-softmax over "
-    "the last axis), then pick and average",
-    "ls_pad": "PAD targets were counted: positions whose target is pad_id must contribute "
-    "nothing, and the mean is over the real (non-PAD) positions only",
-    "ls_pad_mean": "PAD positions were zeroed but you divided by every position: divide by the "
-    "number of non-PAD targets instead",
+    "ls_error": "logits are (B, L, V) and targets (B, L): flatten them to (B*L, V) and (B*L,), or take log_softmax over the last axis and gather each target's log-probability",
+    "ls_scalar": "return one number, the mean over the non-PAD positions (a 0-d tensor), not one loss per position",
+    "ls_raw_logits": "you used the raw logits as log-probabilities: logits are unnormalised scores; turn them into log-probabilities over the vocabulary first (a log-softmax over the last axis), then pick and average",
+    "ls_pad": "PAD targets were counted: positions whose target is pad_id must contribute nothing, and the mean is over the real (non-PAD) positions only",
+    "ls_pad_mean": "PAD positions were zeroed but you divided by every position: divide by the number of non-PAD targets instead",
     "ls_pad_zero": "pad_id is an argument: compare targets with pad_id, not with 0",
-    "ls_no_smoothing": "no smoothing: with eps > 0 the target distribution is "
-    "(1 - eps) on the right token plus eps / V spread over all V tokens",
-    "ls_v_minus_1": "eps was spread over the V - 1 wrong tokens only; this exercise uses PyTorch's "
-    "convention: (1 - eps) * one_hot + eps / V over all V tokens (the right one included)",
-    "ls_v_minus_2": "eps was spread over V - 2 tokens (leaving out the right one and PAD, as the "
-    "Annotated Transformer does); this exercise uses (1 - eps) * one_hot + eps / V over all V",
-    "ls_sum_not_mean": "the smoothing term should be eps times the *mean* of -log p over the V "
-    "tokens (eps / V per token), not eps times their sum",
+    "ls_no_smoothing": "no smoothing: with eps > 0 the target distribution is (1 - eps) on the right token plus eps / V spread over all V tokens",
+    "ls_v_minus_1": "eps was spread over the V - 1 wrong tokens only; this exercise uses PyTorch's convention: (1 - eps) * one_hot + eps / V over all V tokens (the right one included)",
+    "ls_v_minus_2": "eps was spread over V - 2 tokens (leaving out the right one and PAD, as the Annotated Transformer does); this exercise uses (1 - eps) * one_hot + eps / V over all V",
+    "ls_sum_not_mean": "the smoothing term should be eps times the *mean* of -log p over the V tokens (eps / V per token), not eps times their sum",
     "ls_sum": "you returned the sum over positions; return the mean over non-PAD positions",
-    "ls_per_sequence": "you averaged per sequence, then over the batch; average over all non-PAD "
-    "positions at once, so long sequences count in proportion to their length",
-    "ls_unstable": "the loss is inf or NaN for large logits: torch.log(torch.softmax(...)) "
-    "underflows to log(0) = -inf; use torch.log_softmax (or F.log_softmax), which is stable",
-    "ls_steps": "loss at a position = (1 - eps) * (-log p[target]) + eps * mean over v of "
-    "(-log p[v]), with log p = log_softmax(logits, dim=-1); then average over non-PAD positions.",
+    "ls_per_sequence": "you averaged per sequence, then over the batch; average over all non-PAD positions at once, so long sequences count in proportion to their length",
+    "ls_unstable": "the loss is inf or NaN for large logits: torch.log(torch.softmax(...)) underflows to log(0) = -inf; use torch.log_softmax (or F.log_softmax), which is stable",
+    "ls_steps": "loss at a position = (1 - eps) * (-log p[target]) + eps * mean over v of (-log p[v]), with log p = log_softmax(logits, dim=-1); then average over non-PAD positions.",
     # greedy decoding
     "gd_error": "encode the source once to get memory (B, L_s, D); start the decoder input with a (B, 1) column of bos_id; each step the decoder gives logits (B, t, V): take the newest position, pick the argmax, append it along the time axis",
-    "gd_reference": "your function called course_lib's reference `Transformer.{name}`; write the "
-    "loop yourself with model.encode and model.decode",
+    "gd_reference": "your function called course_lib's reference `Transformer.{name}`; write the loop yourself with model.encode and model.decode",
     "gd_tensor": "return a (B, T) tensor of token ids (torch.long), T <= max_len",
     "gd_bos": "the output starts with BOS: BOS is only the decoder's first input; drop it from what you return (the first column)",
     "gd_no_feedback": "every step predicted the same token, as if the decoder saw only BOS: append each prediction to the decoder input and read the newest position's logits (the last one, not logits[:, 0])",
-    "gd_no_eos": "EOS is missing: keep the EOS token in the output (it tells where the "
-    "translation ends); write PAD only after it",
-    "gd_after_eos": "tokens after EOS: once a row has produced EOS it is finished, so every later "
-    "position of that row must be PAD (model.pad_id); keep a `done` mask with done |= next == eos",
-    "gd_any_done": "you stopped when the first row produced EOS; stop only when every row has "
-    "(done.all()), and write PAD for the rows that are already finished",
+    "gd_no_eos": "EOS is missing: keep the EOS token in the output (it tells where the translation ends); write PAD only after it",
+    "gd_after_eos": "tokens after EOS: once a row has produced EOS it is finished, so every later position of that row must be PAD (model.pad_id); keep a `done` mask with done |= next == eos",
+    "gd_any_done": "you stopped when the first row produced EOS; stop only when every row has (done.all()), and write PAD for the rows that are already finished",
     "gd_too_long": "more than max_len tokens: generate at most max_len tokens (BOS not counted)",
-    "gd_no_early_stop": "the output has {T} positions, but every row had produced EOS after {n}: "
-    "the prompt asks the loop to stop as soon as every row is finished (the extra steps only "
-    "append PAD and cost a decoder pass each)",
-    "gd_encode_once": "model.encode ran {n} times: the encoder output (memory) does not change "
-    "while the target grows, so encode the source once, before the loop",
-    "gd_steps": "Greedy decoding: encode once; ys = BOS; repeat up to max_len times: decode ys, "
-    "take the argmax of the last position, write PAD for finished rows, append; stop when every "
-    "row has produced EOS; return ys without BOS.",
+    "gd_no_early_stop": "the output has {T} positions, but every row had produced EOS after {n}: the prompt asks the loop to stop as soon as every row is finished (the extra steps only append PAD and cost a decoder pass each)",
+    "gd_encode_once": "model.encode ran {n} times: the encoder output (memory) does not change while the target grows, so encode the source once, before the loop",
+    "gd_steps": "Greedy decoding: encode once; ys = BOS; repeat up to max_len times: decode ys, take the argmax of the last position, write PAD for finished rows, append; stop when every row has produced EOS; return ys without BOS.",
+    # beam search
+    "bs_error": "step_fn takes the live prefixes as one (k, t) tensor of token ids and returns (k, V) log-probabilities; the search starts from one empty prefix, a (1, 0) tensor, whose summed log-probability is 0",
+    "bs_tensor": "return the best hypothesis's tokens as a 1-D tensor of token ids (torch.long), with its EOS when it finished",
+    "bs_after_eos": "tokens after EOS: a candidate that ends in EOS is finished; set it aside instead of extending it",
+    "bs_no_eos": "EOS is missing: a finished hypothesis keeps its EOS token (it marks the end, and it counts in the length |y|)",
+    "bs_greedy": "only one prefix was kept per step, which is greedy decoding: keep the best beam_size candidates over every live prefix and every next token",
+    "bs_no_shrink": "the beam did not shrink: every finished hypothesis keeps one of the beam_size places, so each step keeps beam_size minus the number finished so far",
+    "bs_stop_first": "the search stopped at the first finished hypothesis: go on until no prefix is live (or max_len steps), since a longer hypothesis can score higher once the length penalty is applied",
+    "bs_no_penalty": "the finished hypotheses were ranked by summed log-probability alone (or with the penalty multiplied): divide each one's log p by ((5 + |y|) / 6) ** alpha, then take the largest",
+    "bs_mean": "log p was divided by the length |y| itself: this exercise uses GNMT's gentler penalty ((5 + |y|) / 6) ** alpha",
+    "bs_len_no_eos": "the length |y| in the penalty counts every token of the hypothesis, its EOS included",
+    "bs_steps": "Beam search: live = one empty prefix with score 0; each step score every (live prefix, next token) by summed log p, keep the best beam_size - (number finished), move those ending in EOS to the finished list, stop when none is live; answer: the finished one with the largest log p / ((5 + |y|) / 6) ** alpha, or the best live prefix if none finished.",
 }
 H = DECODING_HINTS
 
@@ -95,41 +86,12 @@ LADDERS: dict[str, tuple[str, ...]] = {
         "Keep ys (B, t), starting with BOS, and a (B,) 'done' flag. Each step: decode ys against the memory, take the argmax of the newest position, write PAD where the row is done, append, update done, stop when all are done. Return ys without the BOS column.",
         "memory = model.encode(src)\nys = torch.full((B, 1), bos_id, dtype=torch.long); done = torch.zeros(B, dtype=torch.bool)\nfor _ in range(max_len):\n    nxt = model.decode(ys, memory, src)[:, -1].argmax(-1).masked_fill(done, model.pad_id)\n    ys = torch.cat([ys, nxt[:, None]], 1); done |= nxt == eos_id\n    if done.all(): break\nreturn ys[:, 1:]",
     ),
+    "ex9_3": (
+        "Beam search keeps the beam_size likeliest partial outputs instead of one. A partial output that ends in EOS is finished and leaves the beam, which shrinks by one; when no prefix is live (or after max_len steps) the finished hypotheses are compared by log p divided by the length penalty ((5 + |y|) / 6) ** alpha.",
+        "Keep two lists of (tokens, summed log p): live, starting as [([], 0.0)], and finished. Each step: stack the live prefixes into one (k, t) long tensor, call step_fn once, add each prefix's score to its row of log-probs, flatten the (k, V) candidates and take the best beam_size - len(finished) (topk; token = index % V, prefix = index // V); move those ending in EOS to finished. At the end take the finished hypothesis with the largest penalised score, or the best live prefix if none finished.",
+        "live, finished = [([], 0.0)], []\nfor _ in range(max_len):\n    prefixes = torch.tensor([t for t, _ in live], dtype=torch.long).view(len(live), -1)\n    log_p = step_fn(prefixes); V = log_p.shape[1]\n    scores = torch.tensor([s for _, s in live])[:, None] + log_p\n    best = scores.flatten().topk(beam_size - len(finished))\n    new = [(live[i // V][0] + [i % V], s) for s, i in zip(best.values.tolist(), best.indices.tolist())]\n    finished += [h for h in new if h[0][-1] == eos_id]; live = [h for h in new if h[0][-1] != eos_id]\n    if not live: break\nkey = lambda h: h[1] / ((5 + len(h[0])) / 6) ** alpha\nreturn torch.tensor(max(finished, key=key)[0] if finished else max(live, key=lambda h: h[1])[0])",
+    ),
 }
-
-
-def _smoothed_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    pad_id: int,
-    eps: float,
-    spread: str = "all",
-    ignore_pad: bool = True,
-    denominator: str = "real",
-    reduce: str = "mean",
-    uniform: str = "mean",
-    raw: bool = False,
-) -> torch.Tensor:
-    """The smoothed loss in float64, with knobs that reproduce typical mistakes."""
-    logp = logits.double() if raw else logits.double().log_softmax(dim=-1)  # (B, L, V)
-    nll = -logp.gather(-1, targets[..., None])[..., 0]  # (B, L)
-    if spread == "all":  # q = (1 - eps) one_hot + eps / V
-        smooth = -logp.mean(dim=-1) if uniform == "mean" else -logp.sum(dim=-1)
-        per_pos = (1 - eps) * nll + eps * smooth
-    else:  # eps spread over the wrong tokens only (and not PAD for "v-2")
-        wrong = torch.ones_like(logp).scatter(-1, targets[..., None], 0.0)
-        if spread == "v-2":
-            wrong[..., pad_id] = 0.0
-        q = wrong * eps / wrong.sum(dim=-1, keepdim=True)
-        per_pos = (1 - eps) * nll - (q * logp).sum(dim=-1)
-    real = targets != pad_id if ignore_pad else torch.ones_like(targets, dtype=torch.bool)
-    per_pos = per_pos * real
-    if reduce == "sum":
-        return per_pos.sum().float()
-    if reduce == "per_sequence":
-        return (per_pos.sum(dim=1) / real.sum(dim=1)).mean().float()
-    count = real.sum() if denominator == "real" else torch.tensor(targets.numel())
-    return (per_pos.sum() / count).float()
 
 
 @isolated
@@ -178,7 +140,7 @@ def _smoothed_case(fn, label: str, logits, targets, pad: int, eps: float) -> Non
         raise AssertionError(f"{label}: the loss is {loss.item()}; {H['ls_unstable']}")
 
     def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
-        return lambda: _smoothed_loss(logits, targets, pad, eps, **knobs)
+        return lambda: _answers.smoothed_loss(logits, targets, pad, eps, **knobs)
 
     mistakes = [
         (H["ls_raw_logits"], wrong(raw=True)),
@@ -188,10 +150,10 @@ def _smoothed_case(fn, label: str, logits, targets, pad: int, eps: float) -> Non
         (H["ls_per_sequence"], wrong(reduce="per_sequence")),
     ]
     if pad != 0:
-        mistakes.append((H["ls_pad_zero"], lambda: _smoothed_loss(logits, targets, 0, eps)))
+        mistakes.append((H["ls_pad_zero"], lambda: _answers.smoothed_loss(logits, targets, 0, eps)))
     if eps > 0:
         mistakes += [
-            (H["ls_no_smoothing"], lambda: _smoothed_loss(logits, targets, pad, 0.0)),
+            (H["ls_no_smoothing"], lambda: _answers.smoothed_loss(logits, targets, pad, 0.0)),
             (H["ls_v_minus_1"], wrong(spread="v-1")),
             (H["ls_v_minus_2"], wrong(spread="v-2")),
             (H["ls_sum_not_mean"], wrong(uniform="sum")),
@@ -228,12 +190,7 @@ def _decoding_model(seed: int, eos_bias: float) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def _greedy_rows(
-    model: torch.nn.Module,
-    src: torch.Tensor,
-    max_len: int,
-    feed_back: bool = True,
-) -> list[list[int]]:
+def _greedy_rows(model, src: torch.Tensor, max_len: int, feed_back: bool = True) -> list[list[int]]:
     """Greedy decoding one row at a time with model.encode/decode; rows end with their EOS."""
     rows = []
     for b in range(src.shape[0]):
@@ -265,22 +222,11 @@ def _cut(rows: Sequence[Sequence[int]]) -> list[list[int]]:
     return cut
 
 
-class _CountingEncode:
-    """Counts calls of model.encode on the learner's copy of the model."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The same model, its encode counted (an instance attribute shadows the method)."""
-        encode = model.encode
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            return encode(*args, **kwargs)
-
-        model.encode = counted
-        return model
+def _count_encodes(model: torch.nn.Module, counter: list[int]) -> torch.nn.Module:
+    """The model with its encode calls counted in counter[0] (an instance attribute shadows it)."""
+    encode = model.encode
+    model.encode = lambda *a, **kw: (counter.__setitem__(0, counter[0] + 1), encode(*a, **kw))[1]
+    return model
 
 
 @contextmanager
@@ -335,8 +281,8 @@ def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None
     from ..models import Transformer
 
     expected = _greedy_rows(model, src, max_len)  # before the learner's code runs
-    counter = _CountingEncode()
-    args = (counter.wrap(copy.deepcopy(model)), src, max_len, GD_BOS, GD_EOS)
+    counter = [0]
+    args = (_count_encodes(copy.deepcopy(model), counter), src, max_len, GD_BOS, GD_EOS)
     allow = [  # the model's own building blocks, not the answer key
         qualname
         for _, qualname in reference_objects().values()
@@ -344,7 +290,7 @@ def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None
     ]
     with _methods_disabled(Transformer, ("greedy_decode", "beam_search")):
         result = call_learner(fn, label, args, H["gd_error"], allow=allow)
-    encodes = counter.count
+    encodes = counter[0]
     (out,) = as_tensors(result, label, ("the output",), H["gd_tensor"])
     B = src.shape[0]
     if out.dim() != 2 or out.shape[0] != B:
@@ -396,4 +342,56 @@ def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None
     )
 
 
-__all__ = ["DECODING_HINTS", "check_greedy_decode", "check_label_smoothed_loss"]
+# ----------------------------------------------------------------------------- beam search
+
+BS_EOS = 0
+BS_CASES = [  # (description, MarkovLM seed, EOS bias, beam_size, alpha, max_len)
+    ("beam_size=4, alpha=1", 60, 0.0, 4, 1.0, 7),
+    ("beam_size=4, alpha=1, a long winner", 4, 0.0, 4, 1.0, 7),
+    ("beam_size=3, alpha=0.6", 6, 0.0, 3, 0.6, 6),
+    ("beam_size=3, alpha=0.6, EOS less likely", 0, -1.0, 3, 0.6, 6),
+    ("beam_size=3, nothing finishes within max_len=4", 1, -8.0, 3, 0.6, 4),
+]
+
+
+@isolated
+def check_beam_decode(fn: Callable[..., torch.Tensor]) -> None:
+    """Check fn(step_fn, max_len, eos_id, beam_size, alpha) -> (T,) ids of the best hypothesis.
+
+    step_fn(prefixes (k, t)) -> log-probs (k, V). The beam keeps beam_size minus the finished
+    count, sets EOS-ended candidates aside, and ranks the finished by log p / ((5+|y|)/6)^alpha.
+    """
+    name = "beam_decode"
+    require_callable(fn, name)
+    for i, (desc, seed, bias, k, alpha, max_len) in enumerate(BS_CASES, 1):
+        lm = _answers.MarkovLM(seed, bias)
+        expected = _answers.beam(lm, max_len, BS_EOS, k, alpha)  # before the learner's code runs
+        label = case_label(name, i, len(BS_CASES), desc)
+        result = call_learner(fn, label, (lm, max_len, BS_EOS, k, alpha), H["bs_error"])
+        (out,) = as_tensors(result, label, ("the tokens",), H["bs_tensor"])
+        if out.dim() != 1 or out.is_floating_point() or out.dtype == torch.bool:
+            raise AssertionError(
+                f"{label}: got a {out.dtype} tensor of shape {tuple(out.shape)}; {H['bs_tensor']}"
+            )
+        mine = out.tolist()
+        if mine != expected:
+            raise AssertionError(f"{label}: {_beam_mistake(mine, expected, lm, max_len, k, alpha)}")
+    passed(name, len(BS_CASES))
+
+
+def _beam_mistake(mine: list[int], expected: list[int], lm, max_len: int, k: int, alpha: float):
+    """The hint naming a wrong beam-search answer."""
+    if BS_EOS in mine[:-1]:
+        return H["bs_after_eos"]
+    if expected[-1] == BS_EOS and mine == expected[:-1]:
+        return H["bs_no_eos"]
+    variants = [("bs_greedy", dict(width=1)), ("bs_no_shrink", dict(shrink=False)),
+                ("bs_stop_first", dict(stop_first=True)), ("bs_no_penalty", dict(penalty="none")),
+                ("bs_len_no_eos", dict(count_eos=False)), ("bs_mean", dict(penalty="mean"))]  # fmt: skip
+    for key, knobs in variants:
+        if mine == _answers.beam(lm, max_len, BS_EOS, k, alpha, **knobs):
+            return H[key]
+    return f"expected the tokens {expected}, got {mine} ({BS_EOS} = EOS). {H['bs_steps']}"
+
+
+__all__ = ["DECODING_HINTS", "check_beam_decode", "check_greedy_decode", "check_label_smoothed_loss"]  # fmt: skip
