@@ -217,8 +217,8 @@ def mask_diagram(
     c.text(
         0.1,
         0.22,
-        "white: may attend (True); dark: set to −∞ before the softmax, weight 0 (False). "
-        "Rows are queries.",
+        "s: the score q·k/√d_k is kept, the key may be attended (True); dark: the score is "
+        "set to −∞ before the softmax, so its weight is 0 (False). Rows are queries.",
         "small",
         ha="left",
     )
