@@ -32,6 +32,8 @@ from nbgrader.utils import capture_log, is_grade, is_solution, is_task
 from sqlalchemy.exc import SAWarning
 from traitlets.config import Config, PyFileConfigLoader
 
+from grading import sandbox as sandboxing
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 COURSE = ROOT / "build" / "grading"
@@ -57,9 +59,13 @@ def course_notebooks(notebooks: Path = NOTEBOOKS) -> tuple[list[Path], list[Path
 
 
 def load_config(
-    course: Path, timeout: int | None = None, story_timeout: int | None = None
+    course: Path,
+    timeout: int | None = None,
+    story_timeout: int | None = None,
+    sandbox: str | None = None,
+    notebook_timeout: int | None = None,
 ) -> Config:
-    """grading/nbgrader_config.py, pointed at `course`, with optional per-cell time limits."""
+    """grading/nbgrader_config.py, pointed at `course`, with optional limits and sandbox."""
     # nbgrader runs the `alembic` command when it creates a gradebook: use this environment's.
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -70,6 +76,10 @@ def load_config(
         config.Execute.timeout = timeout
     if story_timeout is not None:
         config.GuardedExecute.story_timeout = story_timeout
+    if sandbox is not None:
+        config.SandboxedExecute.sandbox = sandbox
+    if notebook_timeout is not None:
+        config.SandboxedExecute.notebook_timeout = notebook_timeout
     return config
 
 
@@ -182,14 +192,26 @@ def grade(
     student_out: Path = STUDENT,
     timeout: int | None = None,
     story_timeout: int | None = None,
+    sandbox: str | None = None,
+    notebook_timeout: int | None = None,
 ) -> Path:
-    """Autograde every submission, write the feedback HTML and grades.csv; return the CSV path."""
+    """Autograde every submission, write the feedback HTML and grades.csv; return the CSV path.
+
+    `sandbox` is "bwrap" (the default; refused with SandboxUnavailable where bubblewrap cannot
+    run) or "none" (no isolation: only when the lecturer asks for it; UNSAFE_NO_SANDBOX=1).
+    """
+    sandbox = sandboxing.choose(sandbox)
+    if sandbox == "none":
+        print(
+            "warning: grading WITHOUT a sandbox (UNSAFE_NO_SANDBOX=1 / --unsafe-no-sandbox): "
+            "student code runs as you and can read and change your files and the gradebook"
+        )
     assignments = build_student(notebooks, course, student_out)
     found, problems = find_submissions(Path(submissions), assignments)
     for problem in problems:
         print(f"warning: {problem}")
     students = sorted({s.student for s in found})
-    config = load_config(course, timeout, story_timeout)
+    config = load_config(course, timeout, story_timeout, sandbox, notebook_timeout)
     errors = course / "autograde-errors.log"
     errors.unlink(missing_ok=True)
     for student in students:  # a fresh start for everyone in this folder
@@ -304,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("submissions", type=Path)
     g.add_argument("--timeout", type=int, help="seconds per exercise or check cell (120)")
     g.add_argument("--story-timeout", type=int, help="seconds per other cell (1200)")
+    g.add_argument(
+        "--notebook-timeout", type=int, help="wall-clock seconds per notebook in all (3600)"
+    )
+    g.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help=f"run student code without a sandbox (also {sandboxing.UNSAFE_FLAG}=1): unsafe",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.command == "student":
@@ -314,14 +344,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(made) or 'none'}) in {time.perf_counter() - start:.1f} s"
         )
         return 0
-    csv_path = grade(
-        args.submissions,
-        args.notebooks,
-        args.course,
-        args.student_out,
-        args.timeout,
-        args.story_timeout,
-    )
+    try:
+        csv_path = grade(
+            args.submissions,
+            args.notebooks,
+            args.course,
+            args.student_out,
+            args.timeout,
+            args.story_timeout,
+            "none" if args.unsafe_no_sandbox else None,
+            args.notebook_timeout,
+        )
+    except sandboxing.SandboxUnavailable as exc:
+        print(f"make grade: {exc}", file=sys.stderr)
+        return 2
     with csv_path.open() as f:
         graded = [r for r in csv.DictReader(f) if r["status"] != "not submitted"]
     print(f"autograded in {time.perf_counter() - start:.1f} s")

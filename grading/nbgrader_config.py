@@ -25,9 +25,9 @@ from nbgrader.preprocessors import (
 REPO = str(Path(__file__).resolve().parent.parent)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # the repository, for grading.execute
-from grading.execute import GuardedExecute  # noqa: E402
 from grading.feedback import ShortenCheckTracebacks  # noqa: E402
 from grading.repair import KeepLastDuplicate, StderrIsNotAnError  # noqa: E402
+from grading.sandbox import SandboxedExecute  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -47,11 +47,15 @@ c.Autograde.sanitize_preprocessors = [
     OverwriteCells,
     CheckCellMetadata,
 ]
-# Autograding: nbgrader's pipeline with its Execute step replaced by GuardedExecute (it bounds
-# the output a cell keeps and survives a dead kernel; see grading/execute.py); a warning on
-# stderr costs no points (grading/repair.py).
+# Autograding: nbgrader's pipeline with its Execute step replaced by three: the hidden tests
+# leave the check cells (they ran in the student's kernel and read story variables: they
+# decide nothing), SandboxedExecute runs the notebook in a fresh bubblewrap sandbox
+# (grading/sandbox.py) under GuardedExecute (it bounds the output a cell keeps and survives a
+# dead kernel; grading/execute.py), and the Judge decides each check cell outside the sandbox
+# from what the learner's functions returned (grading/judge.py). A warning on stderr costs no
+# points (grading/repair.py).
 c.Autograde.autograde_preprocessors = [
-    GuardedExecute,
+    SandboxedExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
@@ -60,6 +64,11 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+# "bwrap" (bubblewrap, required) or "none": run student code without a sandbox, only when the
+# lecturer asks for it (`UNSAFE_NO_SANDBOX=1 make grade ...`, `grade.py --unsafe-no-sandbox`).
+c.SandboxedExecute.sandbox = "bwrap"
+# One notebook may run this many seconds in all (wall clock), whatever its cells' limits.
+c.SandboxedExecute.notebook_timeout = 3600
 # An exercise or check cell (learner code) may run this many seconds; then the kernel is
 # interrupted, the cell records a CellTimeoutError (0 points if it is a graded cell) and the
 # next cell runs. `make grade GRADE_TIMEOUT=300` (`--timeout` of grading/grade.py) overrides it.

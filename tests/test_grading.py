@@ -48,7 +48,7 @@ from nbgrader.validator import Validator
 
 from course_lib import checks
 from course_lib.checks._hints import HINTS, SOFTMAX_AXIS
-from grading import grade
+from grading import grade, sandbox
 from grading.execute import GuardedExecute
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,9 @@ EXECUTED_NOTEBOOKS = [
     p for p in EXERCISE_NOTEBOOKS if "all" in _ONLY or p.stem in (_ONLY or DEFAULT_EXECUTED)
 ] or EXERCISE_NOTEBOOKS[:1]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# the behaviour tested here does not depend on the sandbox: without bubblewrap the notebooks run
+# unsandboxed (tests/test_grading_sandbox.py and tests/test_grading_class.py test the sandbox)
+SANDBOX = "bwrap" if sandbox.bwrap_path() else "none"
 PROGRESS_CELL = (
     "import json as _json\n"
     "from course_lib.checks import progress as _progress\n"
@@ -181,7 +184,13 @@ def graded(tmp_path_factory, student_build):
         for key, value in ONE_THREAD.items():
             mp.setenv(key, value)
         csv_path = grade.grade(
-            subs, grade.NOTEBOOKS, course, base / "student", timeout=900, story_timeout=1800
+            subs,
+            grade.NOTEBOOKS,
+            course,
+            base / "student",
+            timeout=900,
+            story_timeout=1800,
+            sandbox=SANDBOX,
         )
     seconds = time.perf_counter() - start
     with csv_path.open() as f:
@@ -599,7 +608,12 @@ def tiny(tmp_path_factory):
     assert blank.cells  # the blank version exists too (used by the CLI test)
     start = time.perf_counter()
     csv_path = grade.grade(
-        base / "submissions", base / "notebooks", base / "course", base / "student", timeout=3
+        base / "submissions",
+        base / "notebooks",
+        base / "course",
+        base / "student",
+        timeout=3,
+        sandbox=SANDBOX,
     )
     seconds = time.perf_counter() - start
     with csv_path.open() as f:
