@@ -108,12 +108,15 @@ HINTS = {
     "pool_batch": "softmax over the wrong axis (the batch, dim=0): each example's weights must "
     "sum to 1 over its L source positions, softmax over dim=1 of the (B, L) scores",
     "pool_squeeze": "context must be (B, H_enc) and weights (B, L): squeeze the size-1 axis",
-    "additive_no_tanh": "missing tanh: the score is v(tanh(W_q(query) + W_k(keys)))",
-    "additive_error": "W_q(query) is (B, A) and W_k(keys) (B, L, A): add a length axis to the "
-    "query (query_proj[:, None, :]) so they broadcast, then v(...) gives (B, L, 1)",
+    "additive_no_tanh": "missing tanh: Bahdanau's score squashes the sum of the projected "
+    "query and key with tanh before v reads one number out",
+    "additive_error": "W_q(query) is (B, A) and W_k(keys) (B, L, A): one query per sentence "
+    "must meet L keys, so the projected query needs a length axis of size 1 to broadcast; v "
+    "then gives (B, L, 1), whose last axis (only that one) goes",
     "dot_scaled": "Luong's dot score is plain keys · query, without a 1/√d scaling",
-    "dot_error": "scores are keys (B, L, H) times query (B, H): use torch.bmm(keys, "
-    "query.unsqueeze(-1)).squeeze(-1) or an einsum, giving (B, L)",
+    "dot_error": "the scores are one dot product per position: keys (B, L, H) against the "
+    "query (B, H) of the same sentence, giving (B, L); a batched matrix product needs the query "
+    "as a column (B, H, 1), or multiply and sum over H",
     "os_acc": "forgot to rescale the old accumulator: multiply acc_prev by exp(m_prev - m_new) "
     "before adding this block's exp(scores - m_new) @ v",
     "os_l": "forgot to rescale l: l_new = l_prev * exp(m_prev - m_new) + "

@@ -181,7 +181,8 @@ LADDERS["ex2_3"] = (
     "Compose the pieces of one decoder step: the previous state asks which encoder states "
     "matter, the answer (the context) joins the last letter as the GRU's input, and the output "
     "layer reads the new state together with the context.",
-    "Order: attend(s_prev, states, mask) -> (context (B, K), weights (B, L)); the GRU cell "
+    "Order: call attend with the previous state, the encoder states and the mask, which gives "
+    "(context (B, K), weights (B, L)); the GRU cell "
     "takes the concatenation (last axis) of the letter's embedding (B, E) and the context, and "
     "the previous state; the output layer takes the concatenation of the new state and the "
     "context. Return the logits, the new state and the weights.",
