@@ -151,7 +151,8 @@ def _rnn_case(fn, label: str, args: tuple[torch.Tensor, ...]) -> None:
 # ----------------------------------------------------------------------------- gradient_reach
 # Exercise 1.3 composes 1.2: chain the one-step Jacobians back from h_T, one norm per distance.
 
-REACH_ALLOWED = ("course_lib.rnn.rnn_step_jacobian",)  # 1.3 may build on Exercise 1.2
+REACH_ALLOWED = ("course_lib.rnn.rnn_step_jacobian",)
+REACH_SHAPE = "They are (B, T+1): one norm per distance d = 0..T, d = 0 included (the identity)."  # 1.3 may build on Exercise 1.2
 REACH_HINTS = {
     "error": "states is (B, T+1, H) with h_0 first and h_T last, W_hh (H, H); each step's "
     "Jacobian is (B, H, H) and the answer has one norm per distance d = 0..T, so it is (B, T+1)",
@@ -271,4 +272,4 @@ def _reach_case(fn, label: str, states, w_hh, expected) -> None:
         (REACH_HINTS["reversed"], lambda: expected.flip(-1)),
         (REACH_HINTS["no_identity"], lambda: expected[:, 1:]),
     ]
-    compare(label, [reach], [expected], ("the norms",), mistakes, "They are (B, T+1).")
+    compare(label, [reach], [expected], ("the norms",), mistakes, REACH_SHAPE)
