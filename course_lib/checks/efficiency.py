@@ -250,7 +250,7 @@ def check_cached_attention(fn: Callable[..., tuple[torch.Tensor, ...]]) -> None:
 
 def _cached_case(fn, label: str, args: tuple[torch.Tensor, ...]) -> None:
     """One cached step, compared with loops over the offset causal mask."""
-    names = ("out", "k_all", "v_all")
+    names = ("output", "k_all", "v_all")
     expected = _cached(*args)  # before the learner's code runs
     allow = ("course_lib.attention.scaled_dot_product_attention",)
     result = call_learner(fn, label, args, E["ca_error"], allow=allow)

@@ -4,7 +4,9 @@
 put numbers on "repetitive" and "made-up words"; `complete_line` runs greedy decoding or beam
 search up to a newline; `plot_next_token_probs` draws a next-character distribution, and
 `sampling_explorer` wires temperature / top-k / top-p sliders to live samples; `CharNGram` is
-the unigram / bigram baseline a GPT has to beat.
+the unigram / bigram baseline a GPT has to beat, and `LadderLM` the rungs from it to a block.
+`plot_sorted_probs` draws a whole sorted distribution with the top-k / top-p cuts, and
+`head_explorer` one attention head at a time.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from collections.abc import Iterable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 from matplotlib.axes import Axes
+from torch import nn
 
+from ..attention import MultiHeadAttention
 from ..data import CharVocab
-from ..gpt import GPT
+from ..gpt import GPT, GPTBlock
 from ..lm import check_data
-from ..plots import to_numpy, token_label
+from ..masks import causal_mask
+from ..plots import plot_attention, to_numpy, token_label
 from ..sampling import next_token_probs
 from ..utils import evaluating
 
@@ -190,6 +196,94 @@ def sampling_explorer(
     return explorer(controls, render, title)
 
 
+def plot_sorted_probs(
+    probs: torch.Tensor, p: float, k: int, title: str, ax: Axes | None = None
+) -> tuple[Axes, int]:
+    """Every probability of one (V,) distribution, sorted, on a log axis, with the cut of top-p
+    (bars kept in colour, a solid line) and of top-k (a dashed line). Returns (ax, nucleus size)."""
+    ranked = probs.double().sort(descending=True).values
+    n_keep = int(((ranked.cumsum(0) - ranked) < p).sum())  # the nucleus: mass before < p
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 2.8))
+    colours = ["C0" if i < n_keep else "0.75" for i in range(len(ranked))]
+    ax.bar(range(1, len(ranked) + 1), ranked.numpy(), color=colours, width=1.0)
+    ax.set_yscale("log")
+    ax.set_ylim(max(float(ranked.min()), 1e-12), 1.5)
+    ax.axvline(n_keep + 0.5, color="C1", label=f"top-p = {p}: {n_keep} kept")
+    ax.axvline(k + 0.5, color="C2", linestyle="--", label=f"top-k = {k}")
+    ax.set_xlabel("rank of the character (1 = most likely)")
+    ax.set_ylabel("probability (log scale)")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    return ax, n_keep
+
+
+def head_explorer(weights: torch.Tensor, labels: Sequence[str], layer: int, head: int, title: str):
+    """One full-size attention map of weights (layers, H, T, T) at a time, chosen with sliders;
+    starts (and stays, in a static export) at `layer`, `head`."""
+    from ..widgets import explorer, slider
+
+    def render(layer: int, head: int) -> None:
+        plot_attention(weights[layer, head], labels, labels, f"{title}: layer {layer}, head {head}")
+        plt.show()
+
+    L, H = weights.shape[:2]
+    controls = {
+        "layer": slider("layer", 0, L - 1, 1, layer),
+        "head": slider("head", 0, H - 1, 1, head),
+    }
+    return explorer(controls, render, title)
+
+
+# ----------------------------------------------------------------------------- the build-up ladder
+
+RUNGS = ("bigram", "average the past", "one head", "four heads", "block")
+
+
+class LadderLM(nn.Module):
+    """One rung of the ladder from a bigram to a GPT block (as in Karpathy's "Let's build GPT").
+
+    bigram: the token's embedding alone -> logits. average the past: + positions, then add the
+    plain average of positions 0..t. one head / four heads: add causal self-attention instead
+    (one head of size D, or four of size D/4). block: one pre-LN GPT block (attention + FFN).
+    Every rung ends with LayerNorm + a linear layer to V logits; forward(x, y) -> (logits, loss).
+    """
+
+    def __init__(self, vocab_size: int, rung: str, d_model: int = 64, max_len: int = 32):
+        super().__init__()
+        if rung not in RUNGS:
+            raise ValueError(f"rung must be one of {RUNGS}, got {rung!r}")
+        self.rung, self.max_len, self.vocab_size = rung, max_len, vocab_size
+        self.tok_embed = nn.Embedding(vocab_size, d_model)
+        self.pos_embed = nn.Embedding(max_len, d_model)
+        if rung in ("one head", "four heads"):
+            self.attn = MultiHeadAttention(d_model, 1 if rung == "one head" else 4)
+        if rung == "block":
+            self.block = GPTBlock(d_model, 4, 4 * d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx (B, T) -> (logits (B, T, V), mean cross-entropy against targets or None)."""
+        T = idx.shape[1]
+        x = self.tok_embed(idx)  # (B, T, D)
+        if self.rung != "bigram":
+            x = x + self.pos_embed(torch.arange(T, device=idx.device))
+        mask = causal_mask(T, device=idx.device)  # (1, 1, T, T)
+        if self.rung == "average the past":
+            w = mask[0, 0].float()
+            x = x + (w / w.sum(dim=-1, keepdim=True)) @ x  # row t: mean of x_0 .. x_t
+        elif self.rung in ("one head", "four heads"):
+            x = x + self.attn(x, x, x, mask, need_weights=False)[0]
+        elif self.rung == "block":
+            x = self.block(x)[0]
+        logits = self.head(self.norm(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
 # ----------------------------------------------------------------------------- n-gram baselines
 
 
@@ -234,15 +328,19 @@ class CharNGram:
 
 
 __all__ = [
+    "RUNGS",
     "CharNGram",
+    "LadderLM",
     "complete_line",
     "continue_text",
     "distinct_ngram_ratio",
     "encode_prompt",
     "ids_to_text",
     "known_word_rate",
+    "head_explorer",
     "next_token_distribution",
     "plot_next_token_probs",
+    "plot_sorted_probs",
     "sampling_explorer",
     "word_set",
 ]
