@@ -118,23 +118,25 @@ def multi_head_diagram(
     c.arrow(x.right, proj.left)
     c.text(0.45, 1.55, shape("B", L, D), "small", mono=True)
     split = c.box(
-        3.25, y, 1.15, 0.7, "split heads\nview, transpose", "op", highlight == "split", "label"
+        3.3, y, 1.35, 0.7, "split heads\nview, transpose", "op", highlight == "split", "label"
     )
     c.arrow(proj.right, split.left, "Q, K, V", highlight == "projections", offset=(0.0, 0.2))
-    c.text(2.47, 1.55, shape("B", L, D), "small", mono=True)
+    c.text(2.6, 1.55, f"each {shape('B', L, D)}", "small", mono=True)
     shown = list(range(heads)) if heads <= 5 else [0, 1, 2, None, heads - 1]
     top, bottom = 3.45, 0.75
     ys = [top - (top - bottom) * i / max(len(shown) - 1, 1) for i in range(len(shown))]
     if len(shown) == 1:
         ys = [y]
     merge = c.box(
-        6.75, y, 1.2, 0.7, "merge heads\ntranspose, view", "op", highlight == "merge", "label"
+        6.8, y, 1.35, 0.7, "merge heads\ntranspose, view", "op", highlight == "merge", "label"
     )
     for h, hy in zip(shown, ys, strict=False):
         if h is None:
             c.text(5.0, hy, "⋮", "box")
             continue
-        hb = c.box(5.0, hy, 1.15, 0.46, f"head {h}: attention", "op", highlight == "heads", "label")
+        hb = c.box(
+            5.05, hy, 1.45, 0.46, f"head {h}: attention", "op", highlight == "heads", "label"
+        )
         c.arrow(split.right, hb.left, highlight=highlight == "split")
         c.arrow(hb.right, merge.left, highlight=highlight == "heads")
     c.text(5.0, 4.02, f"each head: Q, K, V of {shape('B', L, dk)}", "small", mono=True)

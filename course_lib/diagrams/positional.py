@@ -56,7 +56,7 @@ def positional_diagram(
     c.text(0.7, yp - 0.42, "positions", "small")
     label = "sinusoids,\nfixed" if kind == "sinusoidal" else "learned table\n(max_len, D)"
     pe = c.box(
-        3.1, yp, 2.6, 0.9, "", "learned" if kind == "learned" else "op", highlight == "positional"
+        3.1, yp, 2.6, 1.15, "", "learned" if kind == "learned" else "op", highlight == "positional"
     )
     c.text(2.45, yp, label, "label", highlight=highlight == "positional")
     c.arrow(pos.right, pe.left)
@@ -70,11 +70,13 @@ def positional_diagram(
     c.text(5.75, 1.45, "same for every\nsentence: broadcast\nover the batch B", "small", ha="left")
     # A small picture of the table itself: positions down, dimensions across.
     w, h = c.width, c.height
-    inset = c.fig.add_axes((3.25 / w, (yp - 0.34) / h, 1.0 / w, 0.68 / h))
+    inset = c.fig.add_axes((3.1 / w, (yp - 0.42) / h, 1.2 / w, 0.84 / h))
     table = sinusoidal_encoding(16, 16).numpy() if kind == "sinusoidal" else _learned_like()
     inset.imshow(table, cmap="cividis", aspect="auto", interpolation="nearest")
     inset.set_xticks([])
     inset.set_yticks([])
+    inset.set_xlabel("dimension →", fontsize=c.pt("small"), labelpad=1)
+    inset.set_ylabel("position ↓", fontsize=c.pt("small"), labelpad=1)
     return c.done()
 
 
@@ -217,7 +219,10 @@ def rope_diagram(
         va="bottom",
         weight="bold",
     )
-    ax.set_title(
-        f"pair {pair}: the plane $(q_{{{2 * pair}}}, q_{{{2 * pair + 1}}})$", fontsize=font
+    ax.set_title(  # below the circle: above it, it would collide with the figure's title
+        f"pair {pair}: the plane $(q_{{{2 * pair}}}, q_{{{2 * pair + 1}}})$",
+        fontsize=font,
+        y=-0.02,
+        va="top",
     )
     return c.done()
