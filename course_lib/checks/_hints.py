@@ -82,18 +82,20 @@ HINTS = {
     "mha_scale_d_model": "scaled by √d_model: each head divides by √d_k, d_k = D / num_heads",
     # LayerNorm, RNN-era attention, online softmax and KV cache (_checks_more.py)
     "ln_batchnorm": "normalised over the batch/sequence axis (BatchNorm-like): LayerNorm "
-    "normalises each token's own feature vector, mean and variance over the last axis "
-    "(dim=-1, keepdim=True)",
-    "ln_unbiased": "unbiased variance: torch.var and x.std divide by D - 1 by default; LayerNorm uses the biased variance (divide by D): ask for it with unbiased=False",
-    "ln_eps_outside": "eps outside the square root: divide by torch.sqrt(var + eps), not "
-    "sqrt(var) + eps",
+    "normalises each token's own feature vector, one mean and one variance per token, taken "
+    "over its D features",
+    "ln_unbiased": "unbiased variance: torch.var and x.std divide by D - 1 by default; LayerNorm uses the biased variance (divide by D)",
+    "ln_eps_outside": "eps outside the square root: LayerNorm adds eps to the variance first, "
+    "then takes the square root",
     "ln_std": "x.std() + eps: std is unbiased by default and eps belongs inside the square root; LayerNorm divides by the square root of (biased variance + eps)",
-    "ln_no_eps": "eps is missing: divide by torch.sqrt(var + eps)",
+    "ln_no_eps": "eps is missing: it is added to the variance before the square root, so a "
+    "constant vector does not divide by zero",
     "ln_fixed_eps": "eps is hard-coded: use the eps argument you were given",
-    "ln_no_affine": "forgot gamma and beta: the output is x_hat * gamma + beta",
-    "ln_no_beta": "forgot beta: the output is x_hat * gamma + beta",
-    "ln_no_gamma": "forgot gamma: the output is x_hat * gamma + beta",
-    "ln_swapped": "gamma and beta swapped: gamma scales, beta shifts (x_hat * gamma + beta)",
+    "ln_no_affine": "forgot gamma and beta: after normalising, scale each feature by gamma and "
+    "shift it by beta",
+    "ln_no_beta": "forgot beta: after the scale gamma, shift each feature by beta",
+    "ln_no_gamma": "forgot gamma: scale each normalised feature by gamma before the shift beta",
+    "ln_swapped": "gamma and beta swapped: gamma scales the normalised features, beta shifts them",
     "rnn_error": "W_ih is stored as (out, in) = (H, I) and x is a batch of rows (B, I): the "
     "product of the batch with a weight needs the weight transposed, and both products are (B, H)",
     "rnn_no_tanh": "missing tanh: the vanilla RNN squashes the whole sum (both products and both "

@@ -31,20 +31,20 @@ ENCODER_HINTS = {
     "the same normalised x for self-attention) and returns one (B, L, D) tensor; ff(h), "
     "norm1(h) and norm2(h) map (B, L, D) to (B, L, D)",
     "no_residual": "no residual connections: each sublayer's output must be *added* to its "
-    "input, x = x + sublayer(norm(x)); without the `x +` the block forgets its input",
+    "input; a sublayer that replaces its input makes the block forget it",
     "no_attn_residual": "the attention sublayer has no residual: its output must be added to the raw x, not replace it",
     "no_ff_residual": "the feed-forward sublayer has no residual: add its output to its raw input x",
     "post_ln": "this is post-LN (norm after the residual add, as in the 2017 paper): the "
-    "exercise asks for pre-LN, x = x + sublayer(norm(x)), which leaves the residual path "
-    "un-normalised",
+    "exercise asks for pre-LN, where only the sublayer's input is normalised and the residual "
+    "path stays un-normalised",
     "residual_from_normed": "the residual adds the normalised vector: normalise only the copy that goes into the sublayer; the residual path must carry the raw x",
     "norms_swapped": "norm1 and norm2 are swapped: norm1 goes before self-attention and norm2 "
     "before the feed-forward network",
     "one_norm": "the same LayerNorm is used twice: norm1 before self-attention, norm2 before "
     "the feed-forward network (each has its own gain and bias)",
     "mask_ignored": "the mask was not passed to self_attn: PAD positions leak into the real ones; pass mask on",
-    "kv_not_normed": "keys and values come from the raw x: in pre-LN self-attention queries, "
-    "keys and values are all h = norm1(x)",
+    "kv_not_normed": "keys and values come from the raw x: in pre-LN self-attention the "
+    "queries, keys and values are all the same normalised copy of x",
     "order": "feed-forward before self-attention: an encoder layer attends first (tokens "
     "exchange information), then transforms each token with the feed-forward network",
     "steps": "Pre-LN: each sublayer adds its output to the raw x, and only its input is normalised: norm1 before self-attention, norm2 before the feed-forward network.",
@@ -61,9 +61,45 @@ LADDERS: dict[str, tuple[str, ...]] = {
     ),
     "ex8_2": (
         "LayerNorm standardises each token's own feature vector (mean 0, variance 1 over its D features), then applies a learned scale gamma and shift beta.",
-        "Mean and variance over the last axis with keepdim=True; the variance is the biased one (divide by D, as nn.LayerNorm); eps goes inside the square root; then times gamma plus beta.",
+        "Mean and variance over the last axis, keeping that axis (size 1) so they broadcast against x; the variance is the biased one (divide by D, as nn.LayerNorm); eps goes inside the square root; then times gamma plus beta.",
         "mean = x.mean(dim=-1, keepdim=True)\nvar = x.var(dim=-1, unbiased=False, keepdim=True)\nreturn (x - mean) / torch.sqrt(var + eps) * gamma + beta",
     ),
+    "ex8_3": (
+        "Read the two probes as symptoms. A leak into earlier positions under a causal mask means something mixes positions outside attention; a mean cosine near 1 after a deep stack means the tokens collapsed onto one direction (section 3). Fix one bug, run the probes again.",
+        "The hand-written norm averages over the wrong axis (which axis holds one token's features?), and one sublayer forgets the identity path that the other one has. Everything else in the colleague's code is right.",
+        "In norm: mean and var over dim=-1 (one token's D features).\nx = x + attn(h, h, h, mask)\nreturn x + ff(norm(x, g2, b2))",
+    ),
+}
+
+BLOCK_HINTS = {
+    "error": "attn(q, k, v, mask) takes three (B, L, D) tensors and returns one (B, L, D) tensor; "
+    "ff(h) maps (B, L, D) to (B, L, D); g1, b1, g2, b2 are (D,) gains and biases",
+    "both": "this is still the colleague's block: both bugs are there. Run the two probes on "
+    "your function: one bug mixes positions outside attention, the other removes an identity path",
+    "positions": "the norm still averages over the positions of each sequence: then position i "
+    "reads a summary of later positions, which no causal mask can stop (the probe's leak). "
+    "LayerNorm averages over one token's own features",
+    "no_residual": "the attention sublayer still replaces x instead of adding to it: without that "
+    "residual a deep stack collapses every token onto one direction (the probe's cosine, and "
+    "section 3)",
+    "batch": "the norm now averages over the batch, like BatchNorm: a sentence's output depends "
+    "on its batch-mates. LayerNorm averages over one token's own features",
+    "whole": "the norm averages over the whole (B, L, D) tensor: a sentence's output then depends "
+    "on every other token in the batch. LayerNorm averages over one token's own features",
+    "unbiased": "the variance is now the unbiased one (divide by D - 1); the colleague's biased "
+    "variance (divide by D, as nn.LayerNorm) was right: that was not one of the bugs",
+    "eps": "eps moved or disappeared; the colleague had it right, inside the square root: that "
+    "was not one of the bugs",
+    "from_normed": "the residual adds the normalised vector: the residual path must carry the raw "
+    "x, and only the copy that goes into the sublayer is normalised",
+    "ff_residual": "the feed-forward residual is gone: that part of the colleague's block was "
+    "right, keep adding the feed-forward output to its input",
+    "post_ln": "this is post-LN (norm after the residual add): the block is pre-LN, only its "
+    "input is normalised and the residual path stays un-normalised",
+    "mask_ignored": "the mask was not passed to attn: with a causal mask left out, position i "
+    "attends to later positions; pass mask on",
+    "steps": "Two bugs, nothing else: fix the axis the norm averages over and the missing "
+    "residual of one sublayer; leave the rest of the colleague's code as it is.",
 }
 
 
@@ -248,3 +284,94 @@ def _layer_norm_case(fn, label: str, x, gamma, beta, eps: float) -> None:
         (HINTS["ln_swapped"], wrong(gamma=beta, beta=gamma)),
     ]
     compare(label, [out], [expected], ("the output",), mistakes, "Same shape as x.")
+
+
+class _CausalSublayers(_Sublayers):
+    """The sublayers of one nn.TransformerEncoderLayer; the mask is (1, 1, L, L) or None."""
+
+    def self_attn(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L, D) x3 -> (B, L, D); mask (1, 1, L, L) bool, True = may attend."""
+        hidden = None if mask is None else ~mask[0, 0]  # PyTorch: True = hidden
+        return self.layer.self_attn(q, k, v, attn_mask=hidden, need_weights=False)[0]
+
+
+def _block(
+    x: torch.Tensor,
+    s: _CausalSublayers,
+    mask: torch.Tensor | None,
+    dims: tuple[int, ...] = (-1,),
+    attn_res: bool = True,
+    ff_res: bool = True,
+    from_normed: bool = False,
+    unbiased: bool = False,
+    eps_where: str = "inside",
+    post: bool = False,
+    pass_mask: bool = True,
+) -> torch.Tensor:
+    """The colleague's block with knobs: each knob at its default is the fixed block."""
+    n1, n2 = s.layer.norm1, s.layer.norm2
+    norm = lambda h, n: O.layer_norm(h, n.weight, n.bias, 1e-5, dims, unbiased, eps_where)  # noqa: E731
+    m = mask if pass_mask else None
+    if post:
+        x = norm(x + s.self_attn(x, x, x, m), n1)
+        return norm(x + s.ff(x), n2)
+    h = norm(x, n1)
+    x = (h if from_normed else x if attn_res else 0) + s.self_attn(h, h, h, m)
+    h = norm(x, n2)
+    return (h if from_normed else x if ff_res else 0) + s.ff(h)
+
+
+@isolated
+def check_fixed_block(fn: Callable[..., Any]) -> None:
+    """Check fn(x (B, L, D), attn, ff, g1, b1, g2, b2, mask=None) -> (B, L, D): the debugged block.
+
+    Compared with PyTorch's nn.TransformerEncoderLayer(norm_first=True) holding the same
+    weights; mask is None or a causal (1, 1, L, L) bool mask, True = may attend.
+    """
+    name = "fixed_block"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(83)
+    cases = [(2, 5, 8, 2, 16, True), (3, 6, 12, 3, 24, False), (1, 4, 16, 4, 32, True)]
+    for i, (B, L, D, H, d_ff, causal) in enumerate(cases, 1):
+        desc = f"x {(B, L, D)}, {H} heads" + (", causal mask" if causal else ", no mask")
+        layer = _random_torch_layer(g, D, H, d_ff)
+        x = randn(g, B, L, D) * 2.0 + 0.5  # not already normalised: misplaced norms show
+        mask = torch.ones(L, L, dtype=torch.bool).tril()[None, None] if causal else None
+        _block_case(fn, case_label(name, i, len(cases), desc), layer, x, mask)
+    passed(name, len(cases))
+
+
+def _block_case(fn, label: str, layer: nn.TransformerEncoderLayer, x, mask) -> None:
+    """One fixed_block case: call with the sublayers, compare with PyTorch, name the bug left."""
+    s = _CausalSublayers(layer)
+    gains = [t.detach().clone() for n in (layer.norm1, layer.norm2) for t in (n.weight, n.bias)]
+    hidden = None if mask is None else ~mask[0, 0]
+    expected = layer(x, src_mask=hidden)  # (B, L, D), before the learner runs
+    args = (x, s.self_attn, s.ff, *gains) + (() if mask is None else (mask,))
+    (out,) = as_tensors(call_learner(fn, label, args, BLOCK_HINTS["error"]), label, ("out",))
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _block(x, s, mask, **knobs)
+
+    h = BLOCK_HINTS
+    mistakes = [
+        (h["both"], wrong(dims=(1,), attn_res=False)),
+        (h["positions"], wrong(dims=(1,))),
+        (h["no_residual"], wrong(attn_res=False)),
+        (h["batch"], wrong(dims=(0,))),
+        (h["whole"], wrong(dims=(0, 1, 2))),
+        (h["batch"], wrong(dims=(0, 1))),
+        (h["unbiased"], wrong(unbiased=True)),
+        (h["eps"], wrong(eps_where="outside")),
+        (h["eps"], wrong(eps_where="none")),
+        (h["from_normed"], wrong(from_normed=True)),
+        (h["ff_residual"], wrong(ff_res=False)),
+        (h["no_residual"], wrong(attn_res=False, ff_res=False)),
+        (h["post_ln"], wrong(post=True)),
+    ]
+    if mask is not None:
+        mistakes.append((h["mask_ignored"], wrong(pass_mask=False)))
+    compare(label, [out], [expected], ("out",), mistakes, "out has the shape of x, (B, L, D).",
+            h["steps"])  # fmt: skip
