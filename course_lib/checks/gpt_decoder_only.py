@@ -65,6 +65,7 @@ SAMPLING_HINTS = {
     "k_count": "each row must keep exactly k finite logits (every row of the vocabulary axis, "
     "whatever the leading axes are)",
     "k_order": "a removed logit is larger than a kept one: keep the k *largest* of each row",
+    "k_shape": "return a tensor of the logits' own shape",
     "k_axis": "top-k over the wrong axis: each row (the last axis, the vocabulary) keeps its "
     "own k largest logits; use dim=-1",
     "k_all": "k may be >= V, the vocabulary size: then every token is kept. With k > V a "
@@ -246,16 +247,12 @@ def _top_k_tie_case(fn, label: str, logits: torch.Tensor, k: int) -> None:
     kth = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1), before the learner's code runs
     (out,) = as_tensors(call_learner(fn, label, (logits, k), H["k_error"]), label, ("the output",))
     if out.shape != logits.shape:
-        raise AssertionError(
-            f"{label}: the output should have the shape of the logits, {tuple(logits.shape)}, "
-            f"got {tuple(out.shape)}"
-        )
+        raise AssertionError(f"{label}: the output has shape {tuple(out.shape)}; {H['k_shape']}")
     kept = out.isfinite()
     if not torch.equal(out[kept], logits[kept]):
-        differ = kept & (out != logits)
         if torch.allclose(out.sum(dim=-1), torch.ones(())) and bool((out >= 0).all()):
             raise AssertionError(f"{label}: {H['k_probs']}")
-        zeroed = bool((out[differ] == 0).all())
+        zeroed = bool((out[kept & (out != logits)] == 0).all())
         raise AssertionError(f"{label}: {H['k_zero'] if zeroed else H['k_changed']}")
     if not bool((out[~kept] == NEG_INF).all()):
         raise AssertionError(f"{label}: {H['k_changed']} (removed logits must be -inf)")
