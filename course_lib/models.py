@@ -6,8 +6,6 @@ Token ids are (B, L) integer tensors; PAD positions are found from `pad_id`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -264,29 +262,3 @@ class EncoderTagger(nn.Module):
         finally:
             for layer, was in zip(self.layers, previous, strict=True):
                 layer.record_attention = was
-
-
-@contextmanager
-def ablated_heads(heads: list[tuple[nn.Module, int]]) -> Iterator[None]:
-    """Within the block, each (attention module, head) pair contributes nothing.
-
-    The head's d_k outputs are zeroed just before the output projection w_o, so the other
-    heads (and the w_o bias) are untouched. Works for `course_lib.attention.MultiHeadAttention`.
-    """
-    hooks = []
-    try:
-        for attn, head in heads:
-            if not 0 <= head < attn.num_heads:
-                raise ValueError(f"head {head} does not exist: this layer has {attn.num_heads}")
-            cols = slice(head * attn.d_k, (head + 1) * attn.d_k)
-
-            def zero_head(module: nn.Module, args: tuple, cols: slice = cols) -> tuple:
-                merged = args[0].clone()  # (B, L, D): the heads side by side, before w_o
-                merged[..., cols] = 0.0
-                return (merged, *args[1:])
-
-            hooks.append(attn.w_o.register_forward_pre_hook(zero_head))
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()

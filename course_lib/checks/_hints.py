@@ -33,15 +33,17 @@ HINTS = {
     "contiguous": "after a transpose a tensor is not contiguous, so .view can fail: use .reshape "
     "(or .contiguous().view)",
     "split_no_transpose": "reshaped straight to (B, H, L, d_k) without a transpose, which mixes "
-    "positions and heads; split the feature axis first, view(B, L, H, d_k), then transpose(1, 2)",
+    "positions and heads: memory holds x position by position, so each head got whole tokens "
+    "chopped into pieces. Cut each position's features into heads first, then move the head "
+    "axis in front of the sequence axis",
     "split_wrong_axis": "heads taken from the wrong axis: each head is a contiguous block of d_k "
-    "features, so view(B, L, H, d_k), not view(B, L, d_k, H)",
+    "features (head 0 = features 0 .. d_k-1), not every H-th feature",
     "split_blhd": "you returned (B, L, H, d_k): the features are split but the head axis must "
-    "come before the sequence axis; add .transpose(1, 2)",
-    "merge_no_transpose": "reshaped without transposing back: bring the sequence axis forward "
-    "first, x.transpose(1, 2) -> (B, L, H, d_k), then reshape to (B, L, H*d_k)",
+    "come before the sequence axis",
+    "merge_no_transpose": "reshaped without transposing back: the sequence axis must come "
+    "forward again, (B, L, H, d_k), before the heads' features are laid side by side",
     "merge_order": "features in the wrong order: each position must hold head 0's d_k features, "
-    "then head 1's, ...; transpose(1, 2) to (B, L, H, d_k), not permute to (B, L, d_k, H)",
+    "then head 1's, ...; you interleaved the heads feature by feature",
     "merge_no_reshape": "you transposed to (B, L, H, d_k) but did not reshape: merge the last two "
     "axes into H*d_k",
     "pe_swapped": "sin and cos swapped: even dimensions 2i get sin, odd dimensions 2i+1 get cos",
