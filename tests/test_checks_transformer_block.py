@@ -135,8 +135,12 @@ def test_no_failure_message_contains_a_solution_line():
     msgs += _messages(
         checks.check_layer_norm,
         [
-            lambda x, g, b, eps=1e-5: (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + eps),
-            lambda x, g, b, eps=1e-5: (x - x.mean(0, keepdim=True)) / x.std(0, keepdim=True) * g + b,
+            lambda x, g, b, eps=1e-5: (
+                (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + eps)
+            ),
+            lambda x, g, b, eps=1e-5: (
+                (x - x.mean(0, keepdim=True)) / x.std(0, keepdim=True) * g + b
+            ),
         ],
     )
     for msg in msgs:

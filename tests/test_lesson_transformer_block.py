@@ -16,8 +16,10 @@ from course_lib.lessons.transformer_block import (
     SeqBatchNorm,
     SwitchableLayer,
     Tagger,
+    block_symptoms,
     depth_profiles,
     make_stack,
+    mean_cosine,
     plot_norm_axes,
     plot_profiles,
     position_dependence,
@@ -169,3 +171,42 @@ def test_smooth_is_a_trailing_moving_average():
     assert smooth([2.0], window=5) == [2.0]
     with pytest.raises(ValueError, match="window"):
         smooth([1.0], window=0)
+
+
+def test_mean_cosine_is_one_for_a_collapsed_sequence_and_near_zero_for_random_tokens():
+    same = torch.randn(1, 1, 16).expand(3, 5, 16)
+    assert math.isclose(mean_cosine(same), 1.0, rel_tol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    assert abs(mean_cosine(torch.randn(4, 32, 256, generator=g))) < 0.02
+
+
+def test_without_residuals_a_deep_stack_collapses_every_token_onto_one_direction():
+    configs = {"plain": CONFIGS["plain"], "residual": CONFIGS["residual"]}
+    profiles = depth_profiles(configs, 8)
+    assert len(profiles["plain"]["cos"]) == 9 and abs(profiles["plain"]["cos"][0]) < 0.1
+    assert profiles["plain"]["cos"][-1] > 1 - 1e-9
+    assert profiles["residual"]["cos"][-1] < 0.95
+
+
+def _block(norm_dim=-1, attn_residual=True):
+    def block(x, attn, ff, g1, b1, g2, b2, mask=None):
+        norm = lambda h, g, b: (
+            (h - h.mean(norm_dim, keepdim=True))
+            / torch.sqrt(  # noqa: E731
+                h.var(norm_dim, unbiased=False, keepdim=True) + 1e-5
+            )
+            * g
+            + b
+        )
+        h = norm(x, g1, b1)
+        x = (x if attn_residual else 0) + attn(h, h, h, mask)
+        return x + ff(norm(x, g2, b2))
+
+    return block
+
+
+def test_block_symptoms_find_the_future_leak_and_the_collapse_of_exercise_8_3():
+    fixed = block_symptoms(_block())
+    assert fixed["leak"] == 0.0 and fixed["cosine"] < 0.9
+    assert block_symptoms(_block(norm_dim=1))["leak"] > 1e-2  # norm over positions
+    assert block_symptoms(_block(attn_residual=False))["cosine"] > 0.999  # no residual

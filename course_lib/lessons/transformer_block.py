@@ -2,13 +2,13 @@
 
 - `SwitchableLayer`: an encoder layer whose residual connections and LayerNorm can be switched
   off or moved (pre-LN, post-LN, none); with both on it is `course_lib.blocks.EncoderLayer`;
-- `depth_profiles`: the scale of the activations and of each layer's gradient at initialisation,
-  layer by layer, in a deep stack of such layers;
+- `depth_profiles`: the scale of the activations, of each layer's gradient and the tokens' mean
+  pairwise cosine (`mean_cosine`: rank collapse) at initialisation, layer by layer;
 - `Tagger` and `train_tagger`: a small encoder (or, causal, a tiny GPT) trained on random tokens;
 - `SeqBatchNorm`, `swap_norms` and `train_eval_gap`: BatchNorm for (B, L, D) sequences, put where
   LayerNorm was, and how far its training-mode output is from its eval-mode output;
-- pictures: which numbers each norm averages over, which positions a sublayer mixes, profiles
-  (the generic ones, `plots.plot_dependence` and `plots.smooth`, live in course_lib.plots).
+- `block_symptoms`: two probes of a block function (future leak, rank collapse), for Exercise 8.3;
+- pictures: which numbers each norm averages over, which positions a sublayer mixes, profiles.
 """
 
 from __future__ import annotations
@@ -67,16 +67,8 @@ class SwitchableLayer(nn.Module):
         return self._sublayer(x, self.ff, self.norm2)
 
 
-def make_stack(
-    depth: int,
-    residual: bool,
-    norm: str,
-    d_model: int = 64,
-    num_heads: int = 4,
-    d_ff: int = 256,
-    gain: float = 1.0,
-    seed: int = 0,
-) -> nn.ModuleList:
+def make_stack(depth: int, residual: bool, norm: str, d_model: int = 64, num_heads: int = 4,
+               d_ff: int = 256, gain: float = 1.0, seed: int = 0) -> nn.ModuleList:  # fmt: skip
     """`depth` SwitchableLayers built from `seed`; every Linear weight multiplied by `gain`."""
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
@@ -98,35 +90,42 @@ def make_stack(
 def depth_profile(stack: nn.ModuleList, x: torch.Tensor, seed: int = 0) -> dict[str, list[float]]:
     """Push x (B, L, D) through the stack once, forward and backward, and measure every layer.
 
-    Returns "act": the RMS of each token's vector after each layer (index 0 = the input), and
-    "grad": the norm of the gradient of a fixed random read-out of the output with respect to
-    each layer's parameters (index 0 = the first layer).
+    Returns "act": the RMS of each token's vector after each layer (index 0 = the input),
+    "cos": the tokens' mean_cosine after each layer, and "grad": the norm of the gradient of a
+    fixed random read-out of the output with respect to each layer's parameters (index 0 = the
+    first layer).
     """
     expect_ndim("x", x, 3, "(B, L, D)")
     g = torch.Generator().manual_seed(seed)
     probe = torch.randn(x.shape, generator=g, dtype=x.dtype)  # fixed read-out: loss = <out, probe>
     stack.zero_grad(set_to_none=True)
-    acts, h = [x.pow(2).mean().sqrt().item()], x
+    acts, cos, h = [x.pow(2).mean().sqrt().item()], [mean_cosine(x)], x
     for layer in stack:
         h = layer(h)
         acts.append(h.pow(2).mean().sqrt().item())  # RMS over batch, positions and features
+        cos.append(mean_cosine(h))
     loss = (h * probe).sum() / math.sqrt(h.numel())
     loss.backward()
     squares = [[p.grad.double().pow(2).sum().item() for p in layer.parameters() if p.grad is not None]
                for layer in stack]  # fmt: skip
     grads = [math.sqrt(sum(sq)) for sq in squares]
-    return {"act": acts, "grad": grads}
+    return {"act": acts, "cos": cos, "grad": grads}
 
 
-def depth_profiles(
-    configs: dict[str, tuple[bool, str]],
-    depth: int = 24,
-    gain: float = 1.0,
-    batch: int = 4,
-    length: int = 16,
-    d_model: int = 32,
-    seed: int = 0,
-) -> dict[str, dict[str, list[float]]]:
+def mean_cosine(h: torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs of different positions of h (B, L, D), batch-averaged.
+
+    1 means every token vector points the same way: the sequence has collapsed to rank 1.
+    """
+    u = F.normalize(h.detach(), dim=-1)
+    sims = u @ u.transpose(1, 2)  # (B, L, L), ones on the diagonal
+    L = h.shape[1]
+    return float(((sims.sum((1, 2)) - L) / (L * (L - 1))).mean())
+
+
+def depth_profiles(configs: dict[str, tuple[bool, str]], depth: int = 24, gain: float = 1.0,
+                   batch: int = 4, length: int = 16, d_model: int = 32,
+                   seed: int = 0) -> dict[str, dict[str, list[float]]]:  # fmt: skip
     """depth_profile for each named (residual, norm) configuration: same input, same seed.
 
     Runs in float64, so exploding or vanishing scales are measured instead of overflowing.
@@ -140,13 +139,9 @@ def depth_profiles(
     return profiles
 
 
-def plot_profiles(
-    profiles: dict[str, dict[str, list[float]]],
-    quantity: str = "act",
-    title: str | None = None,
-    ax: plt.Axes | None = None,
-    mark_layer: int | None = None,
-) -> plt.Axes:
+def plot_profiles(profiles: dict[str, dict[str, list[float]]], quantity: str = "act",
+                  title: str | None = None, ax: plt.Axes | None = None,
+                  mark_layer: int | None = None) -> plt.Axes:  # fmt: skip
     """Activation RMS ("act", after each layer) or gradient norm ("grad", per layer) vs depth."""
     if quantity not in ("act", "grad"):
         raise ValueError(f"quantity must be 'act' or 'grad', got {quantity!r}")
@@ -175,18 +170,9 @@ class Tagger(nn.Module):
     (a tiny GPT).
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        d_model: int = 32,
-        num_heads: int = 2,
-        d_ff: int = 64,
-        num_layers: int = 8,
-        residual: bool = True,
-        norm: str = "pre",
-        causal: bool = False,
-        max_len: int = 64,
-    ):
+    def __init__(self, vocab_size: int, d_model: int = 32, num_heads: int = 2, d_ff: int = 64,
+                 num_layers: int = 8, residual: bool = True, norm: str = "pre",
+                 causal: bool = False, max_len: int = 64):  # fmt: skip
         super().__init__()
         self.d_model, self.causal = d_model, causal
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -242,19 +228,10 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     return float(torch.stack(losses).mean())
 
 
-def train_tagger(
-    model: nn.Module,
-    steps: int,
-    task: str = "reverse",
-    batch_size: int = 64,
-    length: int = 8,
-    vocab_size: int = 10,
-    lr: float = 1e-3,
-    warmup: int = 0,
-    clip: float = 1.0,
-    seed: int = 0,
-    eval_size: int = 512,
-) -> dict[str, list[float] | float]:
+def train_tagger(model: nn.Module, steps: int, task: str = "reverse", batch_size: int = 64,
+                 length: int = 8, vocab_size: int = 10, lr: float = 1e-3, warmup: int = 0,
+                 clip: float | None = 1.0, seed: int = 0,
+                 eval_size: int = 512) -> dict[str, list[float] | float]:  # fmt: skip
     """fit with Adam (AdamW, no decay): linear warm-up over `warmup` steps, then a constant LR,
     clipping at `clip`, on fresh batches of `task`. The model is left in eval mode.
 
@@ -310,15 +287,9 @@ def swap_norms(model: nn.Module, make: Callable[[int], nn.Module] = SeqBatchNorm
     return swapped
 
 
-def train_eval_gap(
-    norm: nn.Module,
-    make_input: Callable[[list[str]], torch.Tensor],
-    texts: Sequence[str],
-    batch_size: int,
-    warm_steps: int = 100,
-    probes: int = 20,
-    seed: int = 0,
-) -> float:
+def train_eval_gap(norm: nn.Module, make_input: Callable[[list[str]], torch.Tensor],
+                   texts: Sequence[str], batch_size: int, warm_steps: int = 100, probes: int = 20,
+                   seed: int = 0) -> float:  # fmt: skip
     """How differently `norm` treats the same batch in training mode and in eval mode.
 
     Runs `warm_steps` training-mode passes over random batches of `batch_size` texts (which sets
@@ -344,6 +315,33 @@ def train_eval_gap(
             gaps.append(float((norm(x) - reference).norm() / reference.norm()))
     norm.eval()
     return sum(gaps) / len(gaps)
+
+
+def block_symptoms(block: Callable[..., torch.Tensor], depth: int = 12, seed: int = 0):
+    """Two probes of block(x, attn, ff, g1, b1, g2, b2, mask) -> (B, L, D), a causal block.
+
+    "leak": how far one block's outputs at positions 0..L-2 move when only the last input
+    changes (0 for a causal block); "cosine": mean_cosine of the tokens after a stack of
+    `depth` such blocks at initialisation (near 1: every token points the same way).
+    """
+    D, L = 16, 6
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        parts = [(MultiHeadAttention(D, 2), FeedForward(D, 4 * D)) for _ in range(depth)]
+        x = torch.randn(2, L, D)  # (B, L, D)
+    ones, zeros, mask = torch.ones(D), torch.zeros(D), causal_mask(L)
+
+    def run(h: torch.Tensor, n: int) -> torch.Tensor:
+        for mha, ff in parts[:n]:
+            attn = lambda q, k, v, m, mha=mha: mha(q, k, v, m, need_weights=False)[0]  # noqa: E731
+            h = block(h, attn, ff, ones, zeros, ones, zeros, mask)
+        return h
+
+    changed = x.clone()
+    changed[:, -1] += 1.0  # only the last position differs
+    with torch.no_grad():
+        leak = (run(x, 1) - run(changed, 1))[:, :-1].abs().max().item()
+        return {"leak": leak, "cosine": mean_cosine(run(x, depth))}
 
 
 # ----------------------------------------------------------------------------- pictures
