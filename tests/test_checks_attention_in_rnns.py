@@ -104,3 +104,14 @@ def test_the_luong_step_differs_from_bahdanaus_in_what_its_query_and_state_see()
     lu = what_changes(luong, y, y_other, s0, states, mask)
     assert not b["last letter", "weights"] and lu["last letter", "weights"]
     assert b["encoder states", "new state"] and not lu["encoder states", "new state"]
+
+
+def test_a_decoder_step_that_attends_again_with_the_new_state_is_told_which_state_asks():
+    def luong_like(y_prev, s_prev, states, mask, embed, attend, cell, out):
+        context, _ = attend(s_prev, states, mask)
+        s = cell(torch.cat([embed(y_prev), context], -1), s_prev)
+        context, weights = attend(s, states, mask)
+        return out(torch.cat([s, context], -1)), s, weights
+
+    with pytest.raises(AssertionError, match="previous state s_{t-1} asks"):
+        checks.check_decoder_step(luong_like)

@@ -198,6 +198,8 @@ def _step_variant(parts, y_prev, s_prev, states, mask, knob: str = "") -> tuple:
     context, weights = attend(s_prev, states, None if knob == "no_mask" else mask)
     e = embed(y_prev)
     s = cell(torch.cat([context, e] if knob == "gru_order" else [e, context], -1), s_prev)
+    if knob == "luong":  # attends again with the new state and uses that context for the output
+        context, weights = attend(s, states, mask)
     read = s_prev if knob == "out_prev" else s
     feats = [context, read] if knob == "out_order" else [read, context]
     logits = out(torch.cat(feats, -1))
@@ -254,6 +256,7 @@ def _decoder_step_case(fn, label: str, parts, y_prev, s_prev, states, mask) -> N
         (hints[k], lambda k=k: _step_variant(parts, *inputs, knob=k))
         for k in ("new_query", "out_prev", "gru_order", "out_order", "probs", "no_mask")
     ]
+    mistakes.append((hints["new_query"], lambda: _step_variant(parts, *inputs, knob="luong")))
     e_logits, e_s, e_w = expected
     mistakes.append((hints["return_order"], lambda: (e_s, e_logits, e_w)))
     compare(label, got, expected, names, mistakes, hints["return_order"], hints["steps"])

@@ -212,8 +212,8 @@ SUCCESSOR_HINTS = {
     "self": "every token's largest weight is on itself: the scores are symmetric (as with "
     "W_q = W_k), and a symmetric score can never point every token at its successor. The query "
     "of number i must match the key of number i + 1, not its own key",
-    "predecessor": "direction reversed: each token looks at the number one *below* it. The "
-    "score of query i with key j must be large where j = i + 1",
+    "predecessor": "direction reversed: each token looks at the number one *below* it. For one-hot "
+    "tokens the score of number a with number b must be large where b = a + 1",
     "wrap": "almost: every token finds its successor except the largest number, whose "
     "successor is 0 (the numbers wrap around)",
     "soft": "the right keys win, but too softly: the smallest weight on a successor is {w:.2f}, "
