@@ -667,7 +667,7 @@ def test_a_blank_rope_exercise_reads_as_not_attempted():
         checks.check_rope(blank)
 
 
-# --- notebook 07: the cross-attention sublayer and the cross-attention mask ------------------
+# --- notebook 07: the cross-attention sublayer (field_attention: test_checks_cross_attention) -
 
 
 def cross_attention_step(x, memory, mha, norm, src_mask, **knobs):
@@ -688,12 +688,8 @@ def cross_attention_mask(src, pad_id, tgt_len, num_heads):
 
 def test_cross_attention_accepts_a_right_answer_with_one_line(capsys):
     checks.check_cross_attention(cross_attention_step)
-    checks.check_cross_attention_mask(cross_attention_mask)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines == [
-        "✓ cross_attention: all 3 cases pass",
-        "✓ cross_attention_mask: all 3 cases pass",
-    ]
+    assert lines == ["✓ cross_attention: all 3 cases pass"]
 
 
 def test_the_cross_attention_oracle_matches_the_course_decoder_layer():
@@ -773,7 +769,7 @@ def test_blank_cross_attention_exercises_report_not_attempted():
     def blank(*args):
         raise NotImplementedError
 
-    for check in (checks.check_cross_attention, checks.check_cross_attention_mask):
+    for check in (checks.check_cross_attention, checks.check_field_attention):
         with pytest.raises(AssertionError, match="Exercise not attempted yet"):
             check(blank)
 

@@ -309,7 +309,11 @@ def test_a_tensor_subclass_that_agrees_with_everything_is_refused():
 
 def test_progress_infers_the_notebook_from_the_kernel_session(capsys):
     namespace = {"__session__": "/home/me/notebooks/06_masking.ipynb"}
-    assert list(checks.progress(namespace=namespace)) == ["padding_mask", "causal_mask"]
+    assert list(checks.progress(namespace=namespace)) == [
+        "padding_mask",
+        "causal_mask",
+        "masked_softmax",
+    ]
 
 
 def test_progress_infers_the_notebook_from_the_functions_it_finds(capsys):

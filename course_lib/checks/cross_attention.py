@@ -1,9 +1,10 @@
-"""The checks for notebook 07: the cross-attention sublayer and the cross-attention mask.
+"""The checks for notebook 07: the cross-attention sublayer and field-level cross-attention.
 
 Public through `course_lib.checks`; see that module for how a check works. The expected output
 of the sublayer comes from PyTorch's own `nn.MultiheadAttention` (with `key_padding_mask`, its
 True = PAD convention); the learner's function receives a wrapper with the course's calling
 convention, so only the wiring (queries, keys, values, norm, residual, mask) is tested.
+Exercise 7.2 sums a character-level cross-attention map over the fields of a date.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from ._machinery import (
     isolated,
     passed,
     randn,
-    require_bool_mask,
     require_callable,
 )
 
 CROSS_HINTS = {
-    "error": "mha(query, key, value, mask) returns a tuple (out, weights): take out = "
-    "mha(...)[0]. query is norm(x) (B, L_t, D), key and value are memory (B, L_s, D), mask is "
-    "src_mask (B, 1, 1, L_s); norm(x) maps (B, L_t, D) to (B, L_t, D)",
+    "error": "mha(query, key, value, mask) returns a tuple (out, weights); the query is the "
+    "normalised decoder states (B, L_t, D), key and value the encoder memory (B, L_s, D), mask "
+    "src_mask (B, 1, 1, L_s) or None; norm maps (B, L_t, D) to (B, L_t, D)",
     "tuple": "you returned a tuple: mha(...) gives (out, weights); the sublayer returns only the new decoder states, one (B, L_t, D) tensor",
     "no_residual": "the residual is missing: return x + cross-attention, not the cross-attention "
     "alone; without `x +` the decoder state is replaced by a mix of source vectors",
@@ -47,29 +47,11 @@ CROSS_HINTS = {
     "attend); pass it as it is, do not invert it",
     "shape": "The result has x's shape (B, L_t, D): one row per target position. Queries come "
     "from x (the decoder), so the output has x's length, not memory's",
-    "steps": "Pre-LN cross-attention: h = norm(x); out, _ = mha(h, memory, memory, src_mask); "
-    "return x + out.",
-    "mask_error": "src is (B, L_s) token ids: (src != pad_id) is (B, L_s); add the head and "
-    "query axes with [:, None, None, :] to get (B, 1, 1, L_s), then .expand(B, num_heads, "
-    "tgt_len, L_s)",
-    "mask_not_expanded": "It broadcasts but was not expanded: this exercise asks for the "
-    "full (B, num_heads, tgt_len, L_s) tensor, e.g. mask.expand(B, num_heads, tgt_len, L_s)",
-    "mask_transposed": "Axes swapped: cross-attention scores are (B, H, L_t, L_s), target "
-    "queries on rows and source keys on columns; the padding hides source *keys*, the last axis",
-    "mask_polarity": "mask polarity reversed: True must mark real source tokens (may attend) "
-    "and False the PAD positions; use src != pad_id",
-    "mask_causal": "a causal mask does not belong in cross-attention: the whole source sentence "
-    "is known before decoding starts, so every target position may read every real source "
-    "token; hide only the PAD keys",
-    "mask_tgt_pad": "pad_id is an argument: compare src with pad_id, not with 0",
+    "steps": "Pre-LN cross-attention: normalise the decoder states, let them query the encoder "
+    "memory (keys and values) under src_mask, and add what comes back to the raw x.",
 }
 
 CrossAttentionFn = Callable[..., Any]
-
-# Exercise 7.2's prompt says "start from the padding mask": the padding-mask reference (the
-# answer to Exercise 6.1) is allowed there, the causal mask and the decoder mask are not.
-MASK_ALLOWED = ("course_lib.masks.padding_mask",)
-
 
 # Hint ladders, one per exercise: the idea, then the operations and axes, then code.
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
@@ -78,11 +60,6 @@ LADDERS: dict[str, tuple[str, ...]] = {
         "In cross-attention the decoder asks and the encoder answers; pre-LN normalises what goes into the sublayer and adds the sublayer's output to the raw input.",
         "Queries come from the normalised decoder states; keys and values are the encoder memory as it is (already normalised by the encoder); pass src_mask; mha returns (out, weights); the residual adds out to the raw x.",
         "out, _ = mha(norm(x), memory, memory, src_mask)\nreturn x + out",
-    ),
-    "ex7_2": (
-        "Cross-attention hides only PAD source tokens: the whole source is known before decoding starts, so no causal part. The exercise wants the mask at its full (B, H, L_t, L_s) shape.",
-        "Start from the (B, 1, 1, L_s) padding mask (yours from 6.1 or the course's is allowed) and expand its size-1 axes to num_heads and tgt_len.",
-        "B, L_s = src.shape\nreturn (src != pad_id)[:, None, None, :].expand(B, num_heads, tgt_len, L_s)",
     ),
 }
 
@@ -227,55 +204,91 @@ def _cross_case(fn, label: str, x, memory, mha, norm, mask) -> None:
     compare(label, [out], [expected], ("the output",), mistakes, h["shape"], h["steps"])
 
 
-@isolated
-def check_cross_attention_mask(fn: Callable[..., torch.Tensor]) -> None:
-    """Check fn(src (B, L_s), pad_id, tgt_len, num_heads) -> (B, H, L_t, L_s) bool mask.
+# Exercise 7.2: field-level cross-attention. Texts a failing check can show.
+FIELD_HINTS = {
+    "error": "weights is a (L_t, L_s) tensor (rows: decoder positions, columns: source "
+    "characters); out_fields and src_fields map a field name to (start, end), end exclusive, "
+    "rows of weights for out_fields and columns for src_fields",
+    "shape": "one row per output field and one column per source field, in the dicts' order: "
+    "(len(out_fields), len(src_fields))",
+    "transposed": "the result is transposed: rows are the output fields (the queries, which "
+    "ask) and columns the source fields (the keys, which are read)",
+    "mean_keys": "you averaged over the source characters of a field: a row of weights is a "
+    "distribution over the source, so the share of attention a field gets is the *sum* of its "
+    "characters' weights (a 5-letter month would otherwise count a fifth)",
+    "sum_rows": "you summed over the output rows of a field: the result would grow with the "
+    "field's length (a year has 4 rows, a month 2); average the rows so each entry stays a "
+    "share between 0 and 1",
+    "inclusive": "off by one: end is exclusive, as in Python slices; text[start:end] is the field",
+    "swapped_spans": "out_fields index the rows (the decoder positions) and src_fields the "
+    "columns (the source characters); you used them the other way round",
+    "values": "each entry is the mean, over the rows of one output field, of the total weight "
+    "those rows put on the characters of one source field",
+}
 
-    True = may attend: every target position may read every real (non-PAD) source token.
-    """
-    name = "cross_attention_mask"
+FIELD_LADDER = (
+    "Row i of the weights is how decoder position i spreads its attention over the source "
+    "characters; it sums to 1. The share one source field gets is the total weight on its "
+    "characters; an output field has several rows, so take their average share.",
+    "For output field f (rows a:b) and source field g (columns c:d): slice the block of weights, "
+    "sum it over the columns (one share per row), then average those shares over the rows. "
+    "Stack the numbers into a (len(out_fields), len(src_fields)) tensor, keeping the dicts' order.",
+    "return torch.tensor([[weights[a:b, c:d].sum(-1).mean().item() for c, d in src_fields.values()]\n"
+    "                     for a, b in out_fields.values()])",
+)
+LADDERS["ex7_2"] = FIELD_LADDER
+
+
+def _fields_expected(weights: torch.Tensor, out_f: dict, src_f: dict, **knobs: Any) -> torch.Tensor:
+    """The expected table in float64, with knobs for the typical mistakes."""
+    w = weights.double()
+    if knobs.get("swap"):
+        w = w.T
+    grid = torch.zeros(len(out_f), len(src_f), dtype=torch.float64)
+    extra = 1 if knobs.get("inclusive") else 0
+    for i, (a, b) in enumerate(out_f.values()):
+        for j, (c, d) in enumerate(src_f.values()):
+            block = w[a : b + extra, c : d + extra]
+            per_row = block.mean(-1) if knobs.get("mean_keys") else block.sum(-1)
+            grid[i, j] = per_row.sum() if knobs.get("sum_rows") else per_row.mean()
+    return grid.T if knobs.get("transpose") else grid
+
+
+@isolated
+def check_field_attention(fn: Callable[..., Any]) -> None:
+    """Check fn(weights (L_t, L_s), out_fields, src_fields) -> (F_out, F_src) shares."""
+    name = "field_attention"
     require_callable(fn, name)
-    g = torch.Generator().manual_seed(13)
-    cases = [  # (source lengths, L_s, pad_id, L_t, H)
-        ((5, 3, 1), 5, 0, 4, 2),
-        ((6, 2), 6, 1, 3, 4),
-        ((4, 4, 2, 3), 4, 0, 7, 1),
-    ]
-    for i, (lengths, L_s, pad, L_t, H) in enumerate(cases, 1):
-        src = torch.randint(2, 20, (len(lengths), L_s), generator=g)
-        for b, n in enumerate(lengths):
-            src[b, n:] = pad
-        desc = f"src {tuple(src.shape)}, pad_id={pad}, tgt_len={L_t}, num_heads={H}"
-        _mask_case(fn, case_label(name, i, len(cases), desc), src, pad, L_t, H)
+    g = torch.Generator().manual_seed(17)
+    cases = [  # (L_t, L_s, out_fields, src_fields)
+        (11, 13, {"year": (0, 4), "month": (5, 7), "day": (8, 10)},
+         {"month": (0, 5), "day": (6, 7), "year": (9, 13)}),
+        (11, 21, {"year": (0, 4), "month": (5, 7), "day": (8, 10)},
+         {"weekday": (0, 8), "day": (9, 10), "month": (11, 16), "year": (17, 21)}),
+        (6, 9, {"a": (0, 3), "b": (3, 6)}, {"x": (1, 2), "y": (4, 9)}),
+    ]  # fmt: skip
+    for i, (L_t, L_s, out_f, src_f) in enumerate(cases, 1):
+        weights = torch.softmax(2.0 * randn(g, L_t, L_s), dim=-1)  # rows sum to 1
+        desc = f"weights {(L_t, L_s)}, {len(out_f)} output fields, {len(src_f)} source fields"
+        _field_case(fn, case_label(name, i, len(cases), desc), weights, out_f, src_f)
     passed(name, len(cases))
 
 
-def _mask_case(fn, label: str, src: torch.Tensor, pad: int, L_t: int, H: int) -> None:
-    """One cross-attention mask case: shape (with the reason), dtype, then values."""
-    h = CROSS_HINTS
-    B, L_s = src.shape
-    expected = torch.zeros(B, H, L_t, L_s, dtype=torch.bool)
-    for b in range(B):
-        for j in range(L_s):
-            expected[b, :, :, j] = bool(src[b, j] != pad)
-    result = call_learner(fn, label, (src, pad, L_t, H), h["mask_error"], allow=MASK_ALLOWED)
-    (mask,) = as_tensors(result, label, ("the mask",))
-    shape, want = tuple(mask.shape), (B, H, L_t, L_s)
-    if shape != want:
-        if shape in ((B, 1, 1, L_s), (B, L_s), (B, 1, L_t, L_s), (B, H, 1, L_s)):
-            why = h["mask_not_expanded"]
-        elif shape in ((B, H, L_s, L_t), (B, 1, L_s, 1), (B, 1, L_s, L_t)):
-            why = h["mask_transposed"]
-        else:
-            why = f"the mask must be (B, num_heads, tgt_len, L_s) = {want}"
-        raise AssertionError(f"{label}: the mask has shape {shape}. {why}")
-    require_bool_mask(label, mask, expected)
-    causal = torch.ones(L_t, L_s, dtype=torch.bool).tril()
+def _field_case(fn, label: str, weights: torch.Tensor, out_f: dict, src_f: dict) -> None:
+    """One field_attention case: shape, then values, naming the typical mistakes."""
+    h = FIELD_HINTS
+    expected = _fields_expected(weights, out_f, src_f)  # before the learner's code runs
+    result = call_learner(fn, label, (weights, out_f, src_f), h["error"])
+    (table,) = as_tensors(result, label, ("the table",))
+
+    def wrong(**knobs: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _fields_expected(weights, out_f, src_f, **knobs)
+
     mistakes = [
-        (h["mask_polarity"], lambda: ~expected),
-        (h["mask_causal"], lambda: expected & causal),
-        (h["mask_causal"], lambda: ~expected & causal),
-        (h["mask_tgt_pad"], lambda: (src != 0)[:, None, None, :].expand(B, H, L_t, L_s)),
+        (h["transposed"], wrong(transpose=True)),
+        (h["mean_keys"], wrong(mean_keys=True)),
+        (h["sum_rows"], wrong(sum_rows=True)),
+        (h["inclusive"], wrong(inclusive=True)),
+        (h["swapped_spans"], lambda: _fields_expected(weights.T, src_f, out_f).T),
     ]
-    value_hint = "True at [b, h, i, j] exactly when src[b, j] != pad_id."
-    compare(label, [mask.contiguous()], [expected], ("the mask",), mistakes, value_hint=value_hint)
+    compare(label, [table], [expected], ("the table",), mistakes, h["shape"], h["values"])

@@ -1,4 +1,4 @@
-"""The checks of notebook 06 (masking): the causal mask and the padding mask.
+"""The checks of notebook 06 (masking): the padding mask, the causal mask and a masked softmax.
 
 Public through `course_lib.checks`; `_machinery` explains how a check works.
 """
@@ -6,6 +6,7 @@ Public through `course_lib.checks`; `_machinery` explains how a check works.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -17,6 +18,7 @@ from ._machinery import (
     compare,
     isolated,
     passed,
+    randn,
     require_bool_mask,
     require_callable,
 )
@@ -112,3 +114,152 @@ def _padding_case(fn, label: str, tokens: torch.Tensor, pad: int) -> None:
     require_bool_mask(label, mask, expected)
     mistakes = [(HINTS["pad_reversed"], lambda: ~expected)]
     compare(label, [mask], [expected], ("the mask",), mistakes)
+
+
+# Exercise 6.3: the texts a failing masked_softmax check can show (no solution line in any).
+SOFTMAX_HINTS = {
+    "error": "scores are float32 or float16, mask is bool and broadcasts to scores (True = may "
+    "attend). float16 holds numbers only up to ±65504: a fill value such as -1e9 does not fit "
+    "(masked_fill refuses it), so pick one that every float type can hold",
+    "shape": "the weights have the scores' shape: one weight per (query, key) cell",
+    "dtype": "the weights must keep the scores' dtype ({want}), got {got}: compute in a wider "
+    "type if you like, but return the dtype you were given",
+    "nan": "rows with no visible key came out NaN: their scores are all -inf and the softmax "
+    "computes 0/0. Such a row attends to nothing: give it zero weights (notebook 06, section 5)",
+    "nan_other": "NaN in rows that do have visible keys: check what you fill the hidden scores "
+    "with and how you combine the mask with the scores",
+    "uniform": "rows with no visible key got weights that sum to 1 (spread over hidden keys): "
+    "a large finite fill such as -1e4 or finfo.min gives every cell of an all-hidden row the "
+    "same score, and the softmax then spreads 1 over them. Such a row must attend to nothing: "
+    "all zeros",
+    "leak": "hidden keys still get weight (largest {leak:.1e}): a fill value such as -10 is not "
+    "negative enough for e^(fill - max) to underflow to exactly 0; use a fill that does",
+    "reversed": "mask polarity reversed: True means 'may attend', yet the cells where mask is "
+    "True got no weight and the hidden ones did",
+    "ignored": "the mask was ignored: hidden keys get weight although mask is False there",
+    "axis": "softmax over the wrong axis: each query's weights (a row, the last axis) must sum "
+    "to 1 over its visible keys; yours sum to 1 down the columns",
+    "after": "the rows with visible keys do not sum to 1: zeroing the hidden weights after the "
+    "softmax leaves the rest as they were; hide the keys before the softmax so the visible "
+    "ones share the whole weight",
+    "values": "the weights of visible keys are wrong: they should be the softmax of the "
+    "visible scores alone",
+}
+
+LADDERS["ex6_3"] = (
+    "Hidden keys must get exactly 0, the visible keys of a row share the whole weight, and a row "
+    "with no visible key is all zeros: its softmax over only -inf is 0/0 = NaN, and a large "
+    "finite fill would spread the weight uniformly instead. -inf is the one fill that fits "
+    "float16 and underflows exactly.",
+    "Fill the hidden scores with -inf (masked_fill with the inverted mask), take the softmax over "
+    "the last axis, then set the rows that have no True in the mask (mask.any over the keys, "
+    "keepdim) to 0; torch.where or masked_fill keeps the dtype.",
+    "weights = torch.softmax(scores.masked_fill(~mask, float('-inf')), dim=-1)\n"
+    "empty = ~mask.any(dim=-1, keepdim=True)\n"
+    "return weights.masked_fill(empty, 0.0)",
+)
+
+
+def _softmax_expected(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The right weights in float64, written row by row with plain exp (no softmax call)."""
+    s = scores.double()
+    m = mask.expand(s.shape)
+    out = torch.zeros_like(s)
+    flat_s, flat_m, flat_o = (
+        s.reshape(-1, s.shape[-1]),
+        m.reshape(-1, s.shape[-1]),
+        out.view(-1, s.shape[-1]),
+    )
+    for r in range(flat_s.shape[0]):
+        keep = flat_m[r]
+        if keep.any():
+            e = torch.exp(flat_s[r][keep] - flat_s[r][keep].max())
+            flat_o[r][keep] = e / e.sum()
+    return out
+
+
+def _softmax_mistakes(scores: torch.Tensor, mask: torch.Tensor) -> list[tuple[str, Any]]:
+    """Typical wrong answers, as thunks computing their weights in float64."""
+    h, s = SOFTMAX_HINTS, scores.double()
+    m = mask.expand(s.shape)
+
+    def filled(fill: float, hide: torch.Tensor, dim: int = -1) -> Any:
+        return lambda: torch.softmax(s.masked_fill(hide, fill), dim=dim)
+
+    return [
+        (h["uniform"], filled(-1e9, ~m)),
+        (h["reversed"], filled(float("-inf"), m)),
+        (h["ignored"], lambda: torch.softmax(s, dim=-1)),
+        (h["axis"], filled(float("-inf"), ~m, dim=-2)),
+        (h["after"], lambda: torch.softmax(s, dim=-1) * m),
+    ]
+
+
+@isolated
+def check_masked_softmax(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check fn(scores (..., L_q, L_k), mask bool) -> weights: hidden 0, empty rows 0, any dtype."""
+    name = "masked_softmax"
+    require_callable(fn, name)
+    g = torch.Generator().manual_seed(6)
+    lengths = torch.tensor([4, 2])  # case 1: a padding mask, no empty row
+    pad = (torch.arange(4)[None, :] < lengths[:, None])[:, None, :]  # (2, 1, 4)
+    left = torch.tensor([False, False, True, True, True])  # case 2: left padding + causal
+    dec = torch.ones(5, 5, dtype=torch.bool).tril() & left[None, :]  # rows 0, 1 empty
+    half = torch.rand(2, 3, 6, generator=g) < 0.6  # case 3: float16, some rows empty
+    half[0, 1] = False
+    half[1, 2] = True
+    cases = [
+        ("float32 (2, 3, 4), padding mask (2, 1, 4)", 3 * randn(g, 2, 3, 4), pad),
+        (
+            "float32 (1, 2, 5, 5), left padding + causal: rows 0-1 empty",
+            3 * randn(g, 1, 2, 5, 5),
+            dec,
+        ),
+        ("float16 (2, 3, 6), some rows empty", (3 * randn(g, 2, 3, 6)).half(), half),
+    ]
+    for i, (desc, scores, mask) in enumerate(cases, 1):
+        _softmax_case(fn, case_label(name, i, len(cases), desc), scores, mask)
+    passed(name, len(cases))
+
+
+def _softmax_case(fn, label: str, scores: torch.Tensor, mask: torch.Tensor) -> None:
+    """One masked_softmax case: structure first (each rule named), then the values."""
+    h = SOFTMAX_HINTS
+    expected = _softmax_expected(scores, mask)  # before the learner's code runs
+    mistakes = _softmax_mistakes(scores, mask)
+    (w,) = as_tensors(call_learner(fn, label, (scores, mask), h["error"]), label, ("the weights",))
+    if tuple(w.shape) != tuple(scores.shape):
+        raise AssertionError(
+            f"{label}: the weights have shape {tuple(w.shape)}, expected {tuple(scores.shape)}; "
+            f"{h['shape']}"
+        )
+    if w.dtype != scores.dtype:
+        raise AssertionError(f"{label}: {h['dtype'].format(want=scores.dtype, got=w.dtype)}")
+    m = mask.expand(scores.shape)
+    empty = ~m.any(-1)  # (..., L_q): rows with no visible key
+    wd = w.double()
+    if torch.isnan(wd).any():
+        nan_rows = torch.isnan(wd).any(-1)
+        raise AssertionError(
+            f"{label}: {h['nan'] if torch.equal(nan_rows, empty) else h['nan_other']}"
+        )
+    for hint, wrong in mistakes:  # whole-answer matches name the mistake exactly
+        if torch.allclose(
+            wd, wrong().nan_to_num(0.0), atol=2e-3 if w.dtype == torch.float16 else 1e-5
+        ):
+            if not torch.allclose(wd, expected, atol=2e-3 if w.dtype == torch.float16 else 1e-5):
+                raise AssertionError(f"{label}: {hint}")
+    if empty.any() and wd[empty].abs().sum() > 0:
+        raise AssertionError(
+            f"{label}: {h['uniform'] if torch.allclose(wd[empty].sum(-1), torch.ones(1, dtype=torch.float64), atol=1e-2) else h['nan']}"
+        )
+    hidden = wd.masked_select(~m)
+    if hidden.numel() and hidden.abs().max() > 0:
+        raise AssertionError(f"{label}: {h['leak'].format(leak=hidden.abs().max().item())}")
+    sums = wd.sum(-1)[~empty]
+    tol = 2e-3 if w.dtype == torch.float16 else 1e-5
+    if not torch.allclose(sums, torch.ones_like(sums), atol=tol):
+        raise AssertionError(f"{label}: {h['after']}")
+    if not torch.allclose(wd, expected, atol=tol, rtol=tol):
+        worst = (wd - expected).abs().max().item()
+        raise AssertionError(f"{label}: {h['values']} (largest difference {worst:.2e})")
