@@ -681,11 +681,6 @@ def cross_attention_step(x, memory, mha, norm, src_mask, **knobs):
     return x + out if residual else out
 
 
-def cross_attention_mask(src, pad_id, tgt_len, num_heads):
-    B, L_s = src.shape
-    return (src != pad_id)[:, None, None, :].expand(B, num_heads, tgt_len, L_s)
-
-
 def test_cross_attention_accepts_a_right_answer_with_one_line(capsys):
     checks.check_cross_attention(cross_attention_step)
     lines = capsys.readouterr().out.strip().splitlines()
@@ -728,41 +723,6 @@ def test_cross_attention_explains_a_returned_tuple_and_a_wrong_length():
         checks.check_cross_attention(lambda x, m, mha, norm, s: mha(norm(x), m, m, s))
     with pytest.raises(AssertionError, match="one row per target position"):
         checks.check_cross_attention(lambda x, m, mha, norm, s: m + mha(norm(m), x, x)[0])
-
-
-@pytest.mark.parametrize(
-    ("wrong", "message"),
-    [
-        (lambda s, p, t, h: (s != p)[:, None, None, :], "not expanded"),
-        (lambda s, p, t, h: cross_attention_mask(s, p, t, h).transpose(-2, -1), "Axes swapped"),
-        (lambda s, p, t, h: ~cross_attention_mask(s, p, t, h), "polarity"),
-        (lambda s, p, t, h: cross_attention_mask(s, p, t, h).float(), "bool"),
-        (lambda s, p, t, h: cross_attention_mask(s, 0, t, h), "compare src with pad_id"),
-        (
-            lambda s, p, t, h: (
-                cross_attention_mask(s, p, t, h)
-                & torch.ones(t, s.shape[1], dtype=torch.bool).tril()
-            ),
-            "causal mask does not belong",
-        ),
-    ],
-)
-def test_cross_attention_mask_mistakes_are_named(wrong, message):
-    with pytest.raises(AssertionError, match=message):
-        checks.check_cross_attention_mask(wrong)
-
-
-def test_cross_attention_mask_may_start_from_the_padding_mask_as_its_prompt_says():
-    def with_reference(src, pad_id, tgt_len, num_heads):
-        B, L_s = src.shape
-        return ref_masks.padding_mask(src, pad_id).expand(B, num_heads, tgt_len, L_s)
-
-    def with_causal(src, pad_id, tgt_len, num_heads):
-        return ref_masks.causal_mask(src.shape[1])
-
-    checks.check_cross_attention_mask(with_reference)  # the prompt: "start from the padding mask"
-    with pytest.raises(AssertionError, match="write it yourself.*only where the prompt says so"):
-        checks.check_cross_attention_mask(with_causal)
 
 
 def test_blank_cross_attention_exercises_report_not_attempted():
