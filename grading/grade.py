@@ -32,6 +32,7 @@ from nbgrader.utils import capture_log, is_grade, is_solution, is_task
 from sqlalchemy.exc import SAWarning
 from traitlets.config import Config, PyFileConfigLoader
 
+from grading import report
 from grading import sandbox as sandboxing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,23 +219,30 @@ def grade(
         for stage in ("submitted", "autograded", "feedback"):
             shutil.rmtree(course / stage / student, ignore_errors=True)
     status: dict[tuple[str, str], str] = {}
+    reports: dict[tuple[str, str], dict] = {}
+    logs = course / "logs"
     for sub in found:
         start = time.perf_counter()
         dest = course / "submitted" / sub.student / sub.notebook / f"{sub.notebook}.ipynb"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(sub.path, dest)
         ids = {"assignment_id": sub.notebook, "student_id": sub.student}
+        report.take(sub.student, sub.notebook)
         result = _nbgrader(Autograde, config, **ids)
+        notes = report.take(sub.student, sub.notebook)
+        log = f"== autograde {sub.student} / {sub.notebook}\n{result['log']}\n{result.get('error', '')}\n"
         if result["success"]:
             status[sub.student, sub.notebook] = "graded"
             result = _nbgrader(GenerateFeedback, config, **ids)
+            log += f"== generate_feedback\n{result['log']}\n{result.get('error', '')}\n"
         else:
             status[sub.student, sub.notebook] = "grading failed"
+            notes.setdefault("failed", _last_error(result))
         if not result["success"]:
             with errors.open("a") as f:
-                f.write(
-                    f"== {sub.student} / {sub.notebook}\n{result['log']}\n{result.get('error', '')}\n"
-                )
+                f.write(log)
+        reports[sub.student, sub.notebook] = notes
+        _write_log(logs / sub.student / f"{sub.notebook}.log", log, notes)
         took = time.perf_counter() - start
         note = "" if result["success"] else f", see {errors.name}"
         print(
@@ -248,8 +256,29 @@ def grade(
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)
-    _summary(rows, course)
+    _summary(rows, course, reports)
     return csv_path
+
+
+def _last_error(result: dict) -> str:
+    """The last line of an nbgrader failure that says what went wrong."""
+    text = f"{result.get('log', '')}\n{result.get('error', '')}"
+    lines = [x.strip() for x in text.splitlines() if "Error:" in x or "error" in x.lower()]
+    specific = [x for x in lines if "RuntimeError:" in x or "Exception:" in x]
+    return (specific or lines or ["see autograde-errors.log"])[-1][:300]
+
+
+def _write_log(path: Path, log: str, notes: dict) -> None:
+    """Keep one autograde's log: nbgrader's, the grader's notes, and the sandbox's own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sandbox_log = notes.get("log", "")
+    shown = {k: v for k, v in notes.items() if k != "log"}
+    with path.open("w") as f:
+        f.write(log)
+        f.write("== grader's notes\n")
+        for key, value in shown.items():
+            f.write(f"{key}: {value}\n")
+        f.write(f"== sandbox (runner and kernel stderr)\n{sandbox_log}\n")
 
 
 def _rows(
@@ -293,8 +322,9 @@ def _num(x: float | str) -> str:
     return x if isinstance(x, str) else f"{x:g}"
 
 
-def _summary(rows: list[tuple], course: Path) -> None:
-    """Totals per student, then where the files are."""
+def _summary(rows: list[tuple], course: Path, reports: dict | None = None) -> None:
+    """Per student: points, then per notebook what cost points or needs a look; then the files."""
+    reports = reports or {}
     totals: dict[str, list[float]] = {}
     for student, _, _, points, max_points, _ in rows:
         t = totals.setdefault(student, [0.0, 0.0])
@@ -302,6 +332,10 @@ def _summary(rows: list[tuple], course: Path) -> None:
         t[1] += float(max_points)
     for student, (got, most) in totals.items():
         print(f"{student:>12}: {got:g} / {most:g} points")
+        for (who, notebook), notes in sorted(reports.items()):
+            if who == student:
+                for line in _notes(notebook, notes, rows, student):
+                    print(f"{'':>14}{line}")
     failed = {(r[0], r[1]) for r in rows if r[5] == "grading failed"}
     if failed:
         print(
@@ -310,6 +344,36 @@ def _summary(rows: list[tuple], course: Path) -> None:
         )
     print(f"scores:   {course / 'grades.csv'}")
     print(f"feedback: {course / 'feedback'}/<student>/<notebook>/<notebook>.html")
+    print(f"logs:     {course / 'logs'}/<student>/<notebook>.log")
+
+
+def _notes(notebook: str, notes: dict, rows: list[tuple], student: str) -> list[str]:
+    """The summary lines of one graded notebook."""
+    mine = [r for r in rows if r[0] == student and r[1] == notebook]
+    got = sum(float(r[3] or 0) for r in mine)
+    most = sum(float(r[4]) for r in mine)
+    lines = [f"{notebook}: {got:g} / {most:g}"]
+    if notes.get("failed"):
+        lines.append(f"  grading failed: {notes['failed']}")
+    for gid, v in (notes.get("verdicts") or {}).items():
+        if v.get("judged") and not v.get("passed"):
+            first = (v.get("message") or "failed").splitlines()[0]
+            lines.append(f"  {gid}: 0 points: {first[:160]}")
+        elif not v.get("judged"):
+            lines.append(f"  {gid}: no course check in the cell: graded by its outputs")
+    for key, label in (
+        ("limits", "hit a limit"),
+        ("refused", "refused by the sandbox"),
+        ("copied cells", "copied cells, graded by their last copy"),
+        ("lost_replies", "lost kernel replies (cells taken as finished)"),
+    ):
+        if notes.get(key):
+            lines.append(f"  {label}: {', '.join(map(str, notes[key]))}")
+    if notes.get("restarts"):
+        lines.append(f"  kernel restarted {notes['restarts']} time(s)")
+    if notes.get("sandbox") == "none":
+        lines.append("  ran WITHOUT a sandbox")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ REPO = str(Path(__file__).resolve().parent.parent)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # the repository, for grading.execute
 from grading.feedback import ShortenCheckTracebacks  # noqa: E402
+from grading.judge import Judge, StripHiddenTests  # noqa: E402
 from grading.repair import KeepLastDuplicate, StderrIsNotAnError  # noqa: E402
 from grading.sandbox import SandboxedExecute  # noqa: E402
 
@@ -55,7 +56,9 @@ c.Autograde.sanitize_preprocessors = [
 # from what the learner's functions returned (grading/judge.py). A warning on stderr costs no
 # points (grading/repair.py).
 c.Autograde.autograde_preprocessors = [
+    StripHiddenTests,
     SandboxedExecute,
+    Judge,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,

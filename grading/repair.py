@@ -17,6 +17,8 @@ from __future__ import annotations
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade
 
+from grading import report
+
 
 def _grade_id(cell) -> str | None:
     meta = cell.get("metadata", {}).get("nbgrader")
@@ -43,7 +45,8 @@ class KeepLastDuplicate(NbGraderPreprocessor):
                     gid,
                 )
             seen.add(gid)
-        resources.setdefault("repaired_duplicates", []).extend(sorted(set(repaired)))
+        if repaired:
+            report.entry(resources)["copied cells"] = sorted(set(repaired))
         return nb, resources
 
 

@@ -47,6 +47,8 @@ import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Integer, Unicode
 
+from grading import report
+
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
 HOME = "/home/student"
@@ -369,8 +371,19 @@ EXECUTE_SETTINGS = (
 _course_copies: dict[str, Path] = {}
 
 
+COPY_ENV = "GRADING_COURSE_COPY"  # a folder for the copy (kept), instead of a temporary one
+
+
 def shared_course_copy() -> Path:
-    """One copy of the course's code per grading process, removed when it exits."""
+    """One copy of the course's code per grading process, removed when it exits.
+
+    With GRADING_COURSE_COPY=folder the copy is made there (or the one already there is used)
+    and kept, e.g. so that a test can check it is unchanged afterwards.
+    """
+    chosen = os.environ.get(COPY_ENV)
+    if chosen and "path" not in _course_copies:
+        path = Path(chosen)
+        _course_copies["path"] = path if path.is_dir() else make_course_copy(path)
     if "path" not in _course_copies:
         base = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
         base.chmod(0o755)
@@ -403,9 +416,11 @@ class SandboxedExecute(NbGraderPreprocessor):
         name = f"{resources.get('unique_key', 'notebook')}.ipynb"
         outcome = run(name, nb, settings, shared_course_copy(), mode, self.notebook_timeout)
         resources["sandbox"] = outcome
-        if outcome.log:
-            self.log.info("sandbox log (%s):\n%s", name, outcome.log[-20000:])
+        entry = report.entry(resources)
+        entry.update(sandbox=mode, seconds=round(outcome.seconds, 1), log=outcome.log)
+        entry.update({k: outcome.run.get(k) for k in ("restarts", "lost_replies")})
         if not outcome.ok:
+            entry["failed"] = outcome.reason
             raise RuntimeError(f"{name}: {outcome.reason}")
         merge_outputs(nb, outcome.notebook)
         return nb, resources
