@@ -198,6 +198,8 @@ def critical_path_length(output: torch.Tensor) -> int:
 
 def count_operations(output: torch.Tensor) -> int:
     """How many autograd operations produced `output`: each is one kernel call, forward and back."""
+    if output.grad_fn is None:
+        raise ValueError("output has no autograd graph: compute it from tensors requiring grad")
     seen, todo = set(), [output.grad_fn]
     while todo:
         node = todo.pop()
@@ -303,9 +305,7 @@ def train_memory_task(kind: str, steps: int = 300, min_len: int = 2, max_len: in
         eval_every: int = 0, eval_length: int = 30) -> tuple[MemoryRNN, list[float]]:
 # fmt: on
     """Train a MemoryRNN on lengths drawn uniformly in [min_len, max_len]; -> (model, losses).
-
-    With eval_every > 0, model.curve holds (step, accuracy at eval_length) every eval_every steps.
-    """
+    With eval_every > 0, model.curve holds (step, accuracy at eval_length) every eval_every steps."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = MemoryRNN(kind, forget_bias=forget_bias)
