@@ -1,10 +1,9 @@
-"""EncoderTagger and ablated_heads: an encoder-only labeller whose heads can be read and switched off."""
+"""EncoderTagger: an encoder-only labeller whose heads can be read (ablation: test_lesson_multi_head_attention)."""
 
 import pytest
 import torch
 
-from course_lib.attention import MultiHeadAttention
-from course_lib.models import EncoderTagger, ablated_heads
+from course_lib.models import EncoderTagger
 
 
 def _tagger(**kwargs):
@@ -53,37 +52,3 @@ def test_tagger_rejects_bad_configurations_and_inputs():
         _tagger(positional="rope")
     with pytest.raises(ValueError, match="integer token ids"):
         _tagger()(torch.randn(2, 5))
-
-
-def test_ablating_a_head_zeroes_its_slice_before_the_output_projection():
-    torch.manual_seed(0)
-    mha = MultiHeadAttention(12, 3)
-    x = torch.randn(2, 5, 12)
-    captured = {}
-    hook = mha.w_o.register_forward_pre_hook(lambda m, a: captured.setdefault("merged", a[0]))
-    full, _ = mha(x, x, x)
-    hook.remove()
-    merged = captured["merged"].clone()  # (B, L, D): the three heads side by side
-    merged[..., 4:8] = 0.0  # head 1
-    with ablated_heads([(mha, 1)]):
-        ablated, _ = mha(x, x, x)
-    torch.testing.assert_close(ablated, mha.w_o(merged))
-    assert not torch.allclose(ablated, full)
-    torch.testing.assert_close(mha(x, x, x)[0], full)  # the hook is gone after the block
-
-
-def test_ablating_every_head_leaves_only_the_output_bias():
-    torch.manual_seed(0)
-    mha = MultiHeadAttention(8, 2)
-    x = torch.randn(1, 4, 8)
-    with ablated_heads([(mha, 0), (mha, 1)]):
-        out, _ = mha(x, x, x)
-    torch.testing.assert_close(out, mha.w_o.bias.expand(1, 4, 8))
-
-
-def test_ablating_a_head_that_does_not_exist_is_explained_and_leaves_no_hook():
-    mha = MultiHeadAttention(8, 2)
-    with pytest.raises(ValueError, match="head 2 does not exist: this layer has 2"):
-        with ablated_heads([(mha, 0), (mha, 2)]):
-            pass
-    assert not mha.w_o._forward_pre_hooks
