@@ -24,12 +24,13 @@ import copy
 from queue import Empty
 from time import monotonic
 
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
+from nbconvert.preprocessors import ExecutePreprocessor
+from nbformat import NotebookNode
 from nbformat.v4 import new_output
-from nbgrader.preprocessors import Execute
-from nbgrader.utils import is_grade, is_solution
-from traitlets import Float, Integer
+from traitlets import Bool, Dict, Float, Integer, List
 
 TRUNCATED = "\n... output truncated by the grader: more than {n:,} characters ...\n"
 
@@ -37,6 +38,65 @@ TRUNCATED = "\n... output truncated by the grader: more than {n:,} characters ..
 def _error(ename: str, evalue: str) -> dict:
     """An error output, which makes a graded cell score 0."""
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _nbgrader_cell(cell, key: str) -> bool:
+    """nbgrader's is_solution / is_grade (without importing nbgrader: seconds per sandbox)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(meta.get(key)) if isinstance(meta, dict) else False
+
+
+def is_solution(cell) -> bool:
+    return _nbgrader_cell(cell, "solution")
+
+
+def is_grade(cell) -> bool:
+    return _nbgrader_cell(cell, "grade")
+
+
+class Execute(ExecutePreprocessor):
+    """nbgrader's Execute preprocessor (nbgrader 0.9), restated on nbconvert's.
+
+    The runner in the sandbox imports this module; importing nbgrader there would cost each
+    notebook a few seconds. Same traits, defaults and error bookkeeping as nbgrader's.
+    """
+
+    timeout = Integer(30, help=ExecutePreprocessor.timeout.help, allow_none=True).tag(config=True)
+    interrupt_on_timeout = Bool(True, help=ExecutePreprocessor.interrupt_on_timeout.help).tag(
+        config=True
+    )
+    allow_errors = Bool(True, help="Go on after a cell raises (its error is its output).")
+    raise_on_iopub_timeout = Bool(True, help=ExecutePreprocessor.raise_on_iopub_timeout.help).tag(
+        config=True
+    )
+    error_on_timeout = Dict(
+        default_value={
+            "ename": "CellTimeoutError",
+            "evalue": "",
+            "traceback": ["\x1b[0;31mCellTimeoutError\x1b[0m: No reply from kernel before timeout"],
+        },
+        help=ExecutePreprocessor.error_on_timeout.help,
+    ).tag(config=True)
+    extra_arguments = List([], help="Extra arguments for the kernel.").tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", AsyncKernelManager)
+        super().__init__(*args, **kwargs)
+
+    def on_cell_executed(self, **kwargs):
+        """An error reply without its error among the outputs (a timeout) becomes one."""
+        cell, reply = kwargs["cell"], kwargs["execute_reply"]
+        if reply["content"]["status"] != "error":
+            return
+        ename = reply["content"].get("ename")
+        if any(o.output_type == "error" and o.get("ename") == ename for o in cell.outputs):
+            return
+        error = NotebookNode(output_type="error")
+        error.ename, error.evalue = ename, reply["content"].get("evalue", "")
+        error.traceback = reply["content"].get("traceback") or [
+            "ERROR: An error occurred while showtraceback was disabled"
+        ]
+        cell.outputs.append(error)
 
 
 class GuardedExecute(Execute):
