@@ -67,9 +67,10 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
-# "bwrap" (bubblewrap, required) or "none": run student code without a sandbox, only when the
-# lecturer asks for it (`UNSAFE_NO_SANDBOX=1 make grade ...`, `grade.py --unsafe-no-sandbox`).
-c.SandboxedExecute.sandbox = "bwrap"
+# Student code runs in a bubblewrap sandbox; without bubblewrap it is refused, unless the
+# lecturer asks for no sandbox: UNSAFE_NO_SANDBOX=1 in the environment (also for nbgrader's own
+# commands and the Formgrader), `grade.py --unsafe-no-sandbox`, or here
+# c.SandboxedExecute.sandbox = "none".
 # One notebook may run this many seconds in all (wall clock), whatever its cells' limits.
 c.SandboxedExecute.notebook_timeout = 3600
 # An exercise or check cell (learner code) may run this many seconds; then the kernel is

@@ -401,7 +401,9 @@ class SandboxedExecute(NbGraderPreprocessor):
     """
 
     sandbox = Unicode(
-        "bwrap", help="'bwrap' (bubblewrap), or 'none' to run without isolation (unsafe)."
+        "",
+        help="'bwrap' (bubblewrap), or 'none' to run without isolation (unsafe); empty: "
+        "bwrap, or none when UNSAFE_NO_SANDBOX=1 is in the environment.",
     ).tag(config=True)
     notebook_timeout = Integer(
         3600, help="Wall-clock seconds one notebook may run in all, its cells' limits aside."
@@ -410,7 +412,7 @@ class SandboxedExecute(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         from grading.execute import GuardedExecute
 
-        mode = choose(self.sandbox)
+        mode = choose(self.sandbox or None)
         guarded = GuardedExecute(config=self.config)
         settings = {name: getattr(guarded, name) for name in EXECUTE_SETTINGS}
         name = f"{resources.get('unique_key', 'notebook')}.ipynb"
