@@ -208,7 +208,7 @@ def plot_sorted_probs(
     colours = ["C0" if i < n_keep else "0.75" for i in range(len(ranked))]
     ax.bar(range(1, len(ranked) + 1), ranked.numpy(), color=colours, width=1.0)
     ax.set_yscale("log")
-    ax.set_ylim(max(float(ranked.min()), 1e-12), 1.5)
+    ax.set_ylim(max(float(ranked.min()) / 2, 1e-10), 1.5)
     ax.axvline(n_keep + 0.5, color="C1", label=f"top-p = {p}: {n_keep} kept")
     ax.axvline(k + 0.5, color="C2", linestyle="--", label=f"top-k = {k}")
     ax.set_xlabel("rank of the character (1 = most likely)")
