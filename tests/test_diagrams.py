@@ -79,6 +79,16 @@ def test_shapes_use_the_numbers_given():
     assert "(B, H, 6, 4)" in labels
 
 
+def test_kv_cache_with_several_new_tokens_hatches_the_offset_causal_mask():
+    fig = D.kv_cache_diagram(t=6, new=3)
+    labels = " ".join(D.texts(fig))
+    assert "3 new tokens after 3 cached ones" in labels and "(B, H, 3, t)" in labels
+    hatched = [p for p in fig.axes[0].patches if p.get_hatch() == "//"]
+    assert len(hatched) == 2 + 1  # query 1 misses keys 5 and 6, query 2 misses key 6
+    with pytest.raises(ValueError, match="new"):
+        D.kv_cache_diagram(t=4, new=5)
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

@@ -35,64 +35,68 @@ def _cell(c: Canvas, x: float, y: float, w: float, h: float, label: str, state: 
 
 
 def kv_cache_diagram(
-    t: int = 5, highlight: str | None = "new", lecture: bool | None = None
+    t: int = 5, highlight: str | None = "new", lecture: bool | None = None, new: int = 1
 ) -> Figure:
-    """Decoding step t with a KV cache: only the new token's q, k, v are computed; k and v are
-    appended to the cache and q attends over all t cached keys."""
+    """Decoding with a KV cache: only the `new` tokens' q, k, v are computed; their k and v are
+    appended to the cache and each new query attends over the cached keys and the new ones up
+    to itself (for new > 1, the causal mask is offset by the t - new cached positions)."""
     check_int("t", t, 1, 10, "one cell per cached position must fit")
+    check_int("new", new, 1, t, "the new tokens are the last of the t positions")
     if highlight is not None:
         check_choice("highlight", highlight, CACHE_PARTS)
     c = Canvas(8.8, 4.3, lecture)
-    c.title(f"The KV cache at decoding step t = {t}")
+    past = t - new
+    first = past + 1  # 1-based position of the first new token
+    c.title(
+        f"The KV cache at decoding step t = {t}"
+        if new == 1
+        else f"The KV cache: {new} new tokens after {past} cached ones"
+    )
     cell, x0 = min(0.55, 3.6 / t), 3.3
     rows = {"K": 3.05, "s": 2.0, "V": 0.95}
-    tok = c.box(0.65, 2.0, 0.95, 0.55, f"new token\n$x_{{{t}}}$", "io", size="label")
+    tokens = f"$x_{{{t}}}$" if new == 1 else f"$x_{{{first}}} \\ldots x_{{{t}}}$"
+    tok = c.box(
+        0.65, 2.0, 0.95, 0.55, f"new token{'s' if new > 1 else ''}\n{tokens}", "io", size="label"
+    )
     proj = c.box(1.95, 2.0, 0.95, 0.55, "$W_q, W_k, W_v$", "learned", size="label")
     c.arrow(tok.right, proj.left)
+    sh = min(cell, 0.75 / new)  # height of one row of the (new, t) score block
+    top = rows["s"] + new * sh / 2  # the score block is centred on the scores row
     for j in range(t):
-        new = j == t - 1
+        is_new = j >= past
         for r, name in (("K", "k"), ("V", "v")):
-            state = "new" if new and highlight == "new" else ("old" if not new else "todo")
-            if highlight == "cache" and not new:
+            state = "new" if is_new and highlight == "new" else ("old" if not is_new else "todo")
+            if highlight == "cache" and not is_new:
                 state = "new"
             _cell(c, x0 + j * cell, rows[r] - cell / 2, cell, cell, f"${name}_{{{j + 1}}}$", state)
-        _cell(
-            c,
-            x0 + j * cell,
-            rows["s"] - cell / 2,
-            cell,
-            cell,
-            f"{j + 1}",
-            "new" if highlight == "scores" else "todo",
-        )
+        for i in range(new):  # query i sits at position past + i: it sees keys 0..past + i
+            hidden = j > past + i
+            state = "skip" if hidden else ("new" if highlight == "scores" else "todo")
+            label = f"{j + 1}" if new == 1 else ""
+            _cell(c, x0 + j * cell, top - (i + 1) * sh, cell, sh, label, state)
     right = x0 + t * cell
-    c.text(
-        x0,
-        rows["K"] + cell / 2 + 0.15,
-        "K cache (B, H, t, d_k): one key per position so far",
-        "small",
-        ha="left",
-        mono=False,
+    c.text(x0, rows["K"] + cell / 2 + 0.15, "K cache (B, H, t, d_k)", "small", ha="left")
+    scores = (
+        r"scores $q_t \cdot k_j / \sqrt{d_k}$: (B, H, 1, t)"
+        if new == 1
+        else f"scores (B, H, {new}, t); hatched: masked (offset causal)"
     )
-    c.text(
-        x0,
-        rows["s"] + cell / 2 + 0.15,
-        r"scores $q_t \cdot k_j / \sqrt{d_k}$: (B, H, 1, t)",
-        "small",
-        ha="left",
-    )
+    c.text(x0, top + 0.15, scores, "small", ha="left")
     c.text(x0, rows["V"] - cell / 2 - 0.17, "V cache (B, H, t, d_k)", "small", ha="left")
-    last = x0 + (t - 0.5) * cell
+    lo, hi = x0 + (past + 0.5) * cell, x0 + (t - 0.5) * cell
+    last = (lo + hi) / 2
+    what = f"$k_{{{t}}}$" if new == 1 else f"$k_{{{first}..{t}}}$"
     c.path(
         [proj.top, (proj.x, 3.85), (last, 3.85), (last, rows["K"] + cell / 2)],
-        f"$k_{{{t}}}$: appended",
+        f"{what}: appended",
         highlight == "new",
         at=1,
     )
-    c.arrow(proj.right, (x0, rows["s"]), f"$q_{{{t}}}$", highlight == "new", offset=(0, 0.15))
+    q = f"$q_{{{t}}}$" if new == 1 else f"$q_{{{first}..{t}}}$"
+    c.arrow(proj.right, (x0, rows["s"]), q, highlight == "new", offset=(0, 0.15))
     c.path(
         [proj.bottom, (proj.x, 0.3), (last, 0.3), (last, rows["V"] - cell / 2)],
-        f"$v_{{{t}}}$: appended",
+        f"{what.replace('k', 'v')}: appended",
         highlight == "new",
         at=1,
     )
@@ -100,11 +104,13 @@ def kv_cache_diagram(
     c.arrow((right, rows["s"]), (mix.x - 0.3, mix.top[1]))
     c.arrow((right, rows["V"]), (mix.x - 0.3, mix.bottom[1]))
     c.arrow(mix.top, (mix.x, 2.7))
-    c.text(mix.x, 2.85, "(B, H, 1, d_k)", "small", mono=True)
+    c.text(mix.x, 2.85, f"(B, H, {new}, d_k)", "small", mono=True)
     c.text(
         0.1,
         0.75,
-        "Per step: 1 new q, k, v\ninstead of t; the cache\ngrows by one row.",
+        "Per step: 1 new q, k, v\ninstead of t; the cache\ngrows by one row."
+        if new == 1
+        else f"{new} new q, k, v; query i\nsees the {past} cached keys\nand new keys up to i.",
         "small",
         ha="left",
         va="top",

@@ -59,7 +59,7 @@ def rnn_vs_attention(L: int = 5, lecture: bool | None = None) -> Figure:
     c.text(
         x0 - 0.1,
         0.4,
-        f"$x_1$ reaches $y_{{{L}}}$ in 1 step; all {L * L} pairs at once",
+        f"$x_1$ reaches $y_{{{L}}}$ in 1 step; grey: all {L * L} weights, computed at once",
         "label",
         ha="left",
     )

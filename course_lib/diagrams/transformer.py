@@ -29,7 +29,7 @@ def _block_column(
     bw, side = 1.75, cx + 1.2
     sub_y = (0.95, 3.3)  # where each sublayer's residual branches off
     names = (
-        ("multi-head\nself-attention", "attention", "op"),
+        ("multi-head\nself-attention", "attention", "learned"),
         (f"feed-forward\n{D} → {d_ff} → {D}", "feed-forward", "learned"),
     )
     c.text(cx, 0.3, f"x  {shape('B', L, D)}", "small", mono=True)
@@ -52,6 +52,8 @@ def _block_column(
             c.arrow(add.top, ln.bottom)
             prev = ln.top
         c.path([(cx, y), (side, y), (side, add.y), add.right], highlight=lit == "residual")
+        if y == sub_y[0]:  # name the bypass once: it is the residual (skip) connection
+            c.text(side + 0.08, (y + add.y) / 2, "residual", "small", ha="left", rotation=90)
     c.arrow(prev, (cx, prev[1] + 0.35))
     c.text(cx, prev[1] + 0.5, f"out  {shape('B', L, D)}", "small", mono=True)
 
@@ -106,7 +108,7 @@ def encoder_decoder_diagram(
     )
     c.arrow((ex, 0.42), e_emb.bottom)
     c.frame(ex - 1.05, 1.55, ex + 1.05, 3.75, f"encoder, × {layers}", lit == "encoder", "top left")
-    e_sa = c.box(ex, 2.2, bw, 0.55, "self-attention", "op", lit == "self-attention", "label")
+    e_sa = c.box(ex, 2.2, bw, 0.55, "self-attention", "learned", lit == "self-attention", "label")
     e_ff = c.box(ex, 3.1, bw, 0.55, "feed-forward", "learned", lit == "feed-forward", "label")
     c.arrow(e_emb.top, e_sa.bottom, shape("B", "S", "D"), at=0.2, offset=(0.55, 0.0))
     c.arrow(e_sa.top, e_ff.bottom)
@@ -118,9 +120,16 @@ def encoder_decoder_diagram(
     c.arrow((dx, 0.42), d_emb.bottom)
     c.frame(dx - 1.05, 1.55, dx + 1.05, 4.65, f"decoder, × {layers}", lit == "decoder", "top left")
     d_sa = c.box(
-        dx, 2.2, bw, 0.55, "masked\nself-attention", "op", lit == "masked-self-attention", "label"
+        dx,
+        2.2,
+        bw,
+        0.55,
+        "masked\nself-attention",
+        "learned",
+        lit == "masked-self-attention",
+        "label",
     )
-    d_ca = c.box(dx, 3.1, bw, 0.55, "cross-attention", "op", lit == "cross-attention", "label")
+    d_ca = c.box(dx, 3.1, bw, 0.55, "cross-attention", "learned", lit == "cross-attention", "label")
     d_ff = c.box(dx, 4.0, bw, 0.55, "feed-forward", "learned", lit == "feed-forward", "label")
     c.arrow(d_emb.top, d_sa.bottom, shape("B", "T", "D"), at=0.2, offset=(0.55, 0.0))
     c.arrow(d_sa.top, d_ca.bottom, "queries", at=0.5, offset=(0.45, 0.0))
@@ -137,7 +146,7 @@ def encoder_decoder_diagram(
         at=1,
         offset=(0.0, 0.17),
     )
-    c.text(3.75, 2.75, "keys and\nvalues", "small")
+    c.text(3.75, 2.6, "keys and values\nof every decoder\nlayer's cross-\nattention", "small")
     c.text(
         0.1,
         5.55,
