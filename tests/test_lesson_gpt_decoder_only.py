@@ -12,13 +12,17 @@ import torch  # noqa: E402
 from course_lib.data import CharVocab  # noqa: E402
 from course_lib.gpt import GPT  # noqa: E402
 from course_lib.lessons.gpt_decoder_only import (
+    RUNGS,
+    LadderLM,
     complete_line,
     continue_text,
     distinct_ngram_ratio,
+    head_explorer,
     ids_to_text,
     known_word_rate,
     next_token_distribution,
     plot_next_token_probs,
+    plot_sorted_probs,
     sampling_explorer,
     word_set,
 )
@@ -92,4 +96,38 @@ def test_the_sampling_explorer_renders_once_and_rerenders_on_a_change(capsys):
     ex.controls["top_k"].value = 2
     ex.controls["temperature"].value = 0.5
     assert ex.renders == 3 and "ab\u2502" in capsys.readouterr().out
+    plt.close("all")
+
+
+def test_every_rung_of_the_ladder_is_causal_and_only_the_bigram_ignores_the_past():
+    idx = torch.randint(0, 10, (2, 12), generator=torch.Generator().manual_seed(0))
+    edited = idx.clone()
+    edited[:, 6] = (idx[:, 6] + 1) % 10
+    for rung in RUNGS:
+        torch.manual_seed(0)
+        model = LadderLM(10, rung, d_model=16, max_len=12).eval()
+        logits, loss = model(idx, idx)
+        assert logits.shape == (2, 12, 10) and loss.dim() == 0
+        with torch.no_grad():
+            change = (model(idx)[0] - model(edited)[0]).abs().amax(dim=(0, 2))  # (T,)
+        assert change[:6].max() == 0, f"{rung} looked ahead"
+        assert (change[7:].max() > 0) == (rung != "bigram"), f"{rung}: context use is wrong"
+
+
+def test_the_sorted_plot_counts_what_top_p_keeps():
+    from course_lib.sampling import top_p_filter
+
+    logits = torch.randn(30, generator=torch.Generator().manual_seed(2)) * 2
+    ax, kept = plot_sorted_probs(logits.softmax(dim=-1), 0.9, 5, "test")
+    assert kept == int(top_p_filter(logits, 0.9).isfinite().sum())
+    assert ax.get_yscale() == "log" and len(ax.patches) == 30
+    plt.close("all")
+
+
+def test_the_head_explorer_starts_at_the_chosen_head():
+    weights = torch.rand(2, 3, 4, 4).tril()
+    ex = head_explorer(weights, list("abcd"), 1, 2, "heads")
+    assert ex.renders == 1 and ex.values == {"layer": 1, "head": 2}
+    ex.controls["head"].value = 0
+    assert ex.renders == 2
     plt.close("all")
