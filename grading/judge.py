@@ -2,7 +2,7 @@
 
 Every check cell of the course calls a check, `check_<name>(learner_function)`. In the sandbox
 the check runs as usual and, because the runner sets COURSE_CHECK_RECORD, records the values
-the learner's function returned on the check's inputs (course_lib/checks/_machinery.py). Here,
+the learner's function returned on the check's inputs (course_lib/checks/_replay.py). Here,
 in the grader's own process, which imports the course's pristine checks and never runs learner
 code, the judge replays the same check on those recorded values: the check builds its inputs
 and expected values itself and compares them with this process's torch. The records are read
@@ -92,7 +92,7 @@ def verdict(check_name: str, blobs: list[bytes]) -> tuple[bool, str]:
     The last complete top-level run of that check counts (a learner may run a cell twice).
     """
     from course_lib import checks
-    from course_lib.checks import _machinery
+    from course_lib.checks import _replay
 
     check = getattr(checks, check_name)
     runs = [r for r in map(load_record, blobs) if r is not None]
@@ -103,7 +103,7 @@ def verdict(check_name: str, blobs: list[bytes]) -> tuple[bool, str]:
             "changed, or the check replaced in the notebook?)"
         )
     record = runs[-1]
-    with _machinery.replaying(record) as replay, contextlib.redirect_stdout(io.StringIO()):
+    with _replay.replaying(record) as replay, contextlib.redirect_stdout(io.StringIO()):
         try:
             check(replay.fn)
         except AssertionError as exc:

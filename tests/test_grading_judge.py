@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from course_lib import checks
-from course_lib.checks import _machinery
+from course_lib.checks import _machinery, _replay
 from grading import judge
 
 SDPA = "check_scaled_dot_product_attention"
@@ -40,7 +40,7 @@ def unscaled_sdpa(q, k, v, mask=None):
 @pytest.fixture
 def record(tmp_path, monkeypatch):
     """record(check, fn) -> (blobs, message in the 'kernel' or '' if it passed)."""
-    monkeypatch.setenv(_machinery.RECORD_ENV, str(tmp_path))
+    monkeypatch.setenv(_replay.RECORD_ENV, str(tmp_path))
 
     def run(check_name: str, fn) -> tuple[list[bytes], str]:
         for old in tmp_path.glob("*.pt"):
@@ -89,7 +89,7 @@ def test_no_record_a_cut_record_or_an_extra_call_gets_no_points(record):
     run = judge.load_record(blobs[-1])
     cut = {**run, "calls": run["calls"][:2]}
     passed, why = judge.verdict(SDPA, [_save(cut)])
-    assert not passed and _machinery.INCOMPLETE in why
+    assert not passed and _replay.INCOMPLETE in why
     extra = {**run, "calls": run["calls"] + run["calls"][-1:]}
     assert not judge.verdict(SDPA, [_save(extra)])[0]
     other_check = {**run, "check": "check_self_attention"}
@@ -126,8 +126,8 @@ def test_values_of_any_type_survive_the_record():
     sub = type("Mine", (torch.Tensor,), {})
     value = (torch.ones(2).as_subclass(sub), [1, 2.5, "x", None, True], {"a": torch.zeros(1)})
     buffer = io.BytesIO()
-    torch.save(_machinery.portable((value, object())), buffer)
-    back = _machinery.restore(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    torch.save(_replay.portable((value, object())), buffer)
+    back = _replay.restore(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
     (tensor, items, mapping), other = back
     assert isinstance(tensor, torch.Tensor) and type(tensor) is not torch.Tensor
     assert type(tensor).__name__ == "Mine" and items == [1, 2.5, "x", None, True]

@@ -20,35 +20,24 @@ Rules every check follows (tests/test_checks*.py hold them to it):
   what it returns (and from side effects read through `observed`), so a judge outside the
   learner's process can replay it (below).
 
-Record and replay, for grading (grading/judge.py): when the environment variable
-COURSE_CHECK_RECORD names a folder (the grader's sandbox sets it for the kernel), every check run
-writes there, with torch.save, the name of the check, the learner function's name and
-parameters, and per call_learner call its label and either the exception message or the
-returned value and the tensor arguments after the call (plain tensors, numbers, strings,
-tuples, lists and dicts; anything else as its type name). The grader's judge, in a process
-that never runs learner code, calls the same check with `replaying(record)`: each call_learner
-then returns the recorded value instead of calling anything, while the check builds its own
-inputs and expected values and compares as usual. Tampering with the checks, torch or the
-inputs inside the learner's kernel therefore cannot change the judge's verdict; only the
-returned values count.
+call_learner and `isolated` record each check run for the grader's judge, or replay a
+recorded one (`_replay`, grading/judge.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import inspect
-import itertools
 import linecache
-import os
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
 from ..utils import fmt_shape
+from . import _replay
 from ._references import POLICY, REFERENCES, reference_disabled, reference_objects
 
 __all__ = ["POLICY", "REFERENCES", "reference_disabled", "reference_objects"]  # re-exported
@@ -121,22 +110,19 @@ def call_learner(
     judge, or replays a recorded one (see the module's docstring). Fails if the function
     changed one of its tensor arguments in place.
     """
-    if _replay is not None:
-        return _replay.call(label, list(args))
-    call = _record_call(label)
     originals = list(args)
+    replay = _replay.active()
+    if replay is not None:  # the grader's judge: the recorded answer, the learner's code unrun
+        result, after = replay.call(label, len(originals))
+        _refuse_in_place(replay.fn, label, originals, after + originals[len(after) :])
+        return result
+    call = _replay.record_call(label)
     try:
         result, args = _call(fn, label, originals, error_hint, allow)
     except AssertionError as exc:
-        if call is not None:
-            call["raised"] = str(exc)
+        _replay.record_outcome(call, raised=str(exc))
         raise
-    if call is not None:
-        try:
-            call["result"] = portable(result)
-            call["after"] = [portable(a) if type(a) is torch.Tensor else None for a in args]
-        except Exception as exc:  # never fail the learner's check for the grader's sake
-            call["result"] = {"__kind__": "opaque", "type": f"unrecordable ({exc})"[:200]}
+    _replay.record_outcome(call, result=result, after=args)
     _refuse_in_place(fn, label, originals, args)
     return result
 
@@ -348,7 +334,9 @@ def isolated(check: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(check)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         __tracebackhide__ = True  # IPython hides this frame: the learner sees their cell + hint
-        run = _begin_run(check.__name__, args[0] if args else None)
+        fn = args[0] if args else None
+        params = [p for p in _param_names(fn, 20) if " " not in p] if fn else []
+        run = _replay.begin_run(check.__name__, fn_name(fn), params)
         verdict = "did not finish"
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -363,7 +351,7 @@ def isolated(check: Callable[..., None]) -> Callable[..., None]:
             verdict = message
             raise AssertionError(message) from None  # drop the check's internal frames
         finally:
-            _end_run(run, verdict)
+            _replay.end_run(run, verdict)
 
     return wrapper
 
@@ -385,208 +373,3 @@ def case_label(name: str, i: int, n: int, desc: str) -> str:
 def passed(name: str, n_cases: int) -> None:
     """Print the one-line success message."""
     print(f"✓ {name}: all {n_cases} cases pass")
-
-
-# ----------------------------------------------------------------------------- record and replay
-
-RECORD_ENV = "COURSE_CHECK_RECORD"  # a folder: the kernel's check runs are recorded there
-INCOMPLETE = (
-    "the check did not finish in the notebook (it was interrupted, the kernel died, or the "
-    "check was changed there), so its remaining cases have no answers to judge"
-)
-_MAX_DEPTH = 12  # nesting kept in a recorded value
-_MAX_ITEMS = 10_000  # items kept per recorded list, tuple or dict
-_recording: list[dict[str, Any]] = []  # check runs being recorded, innermost last
-_sequence = itertools.count()
-
-
-def _record_dir() -> str | None:
-    return os.environ.get(RECORD_ENV) or None
-
-
-def portable(value: Any, depth: int = 0) -> Any:
-    """`value` as data torch.load(weights_only=True) reads back; see `restore`."""
-    kind = type(value)
-    if kind is torch.Tensor:
-        t = value.detach()
-        if t.layout != torch.strided or t.is_quantized:
-            return {"__kind__": "opaque", "type": f"{kind.__name__} ({t.layout})"}
-        t = t.cpu()
-        if t.untyped_storage().nbytes() > 2 * t.numel() * t.element_size() + 1024:
-            t = t.clone()  # a view of a large tensor: keep only its own values
-        return t
-    if isinstance(value, torch.Tensor):  # a subclass: its values, and its type's name
-        data = portable(value.as_subclass(torch.Tensor), depth + 1)
-        return {"__kind__": "tensor subclass", "type": kind.__name__, "data": data}
-    if value is None or kind in (bool, int, float, str):
-        return value
-    if depth < _MAX_DEPTH and isinstance(value, tuple | list):
-        items = [portable(v, depth + 1) for v in list(value)[:_MAX_ITEMS]]
-        return {"__kind__": "list" if isinstance(value, list) else "tuple", "items": items}
-    if depth < _MAX_DEPTH and isinstance(value, dict):
-        pairs = list(value.items())[:_MAX_ITEMS]
-        items = [[portable(k, depth + 1), portable(v, depth + 1)] for k, v in pairs]
-        return {"__kind__": "dict", "items": items}
-    return {"__kind__": "opaque", "type": kind.__name__}
-
-
-def restore(data: Any, depth: int = 0) -> Any:
-    """The value `portable` recorded: tensors, numbers, strings, tuples, lists and dicts; a
-    value of another type comes back as an object of a stand-in class with that type's name."""
-    if data is None or type(data) in (bool, int, float, str, torch.Tensor):
-        return data
-    if depth > _MAX_DEPTH + 2 or not isinstance(data, dict):
-        return _opaque("unreadable")
-    kind, items = data.get("__kind__"), data.get("items", [])
-    if kind in ("tuple", "list") and isinstance(items, list):
-        values = [restore(v, depth + 1) for v in items]
-        return tuple(values) if kind == "tuple" else values
-    if kind == "dict" and isinstance(items, list):
-        out = {}
-        for pair in items:
-            if isinstance(pair, list) and len(pair) == 2:
-                key = restore(pair[0], depth + 1)
-                if isinstance(key, str | int | float | bool | tuple) or key is None:
-                    out[key] = restore(pair[1], depth + 1)
-        return out
-    if kind == "tensor subclass" and type(data.get("data")) is torch.Tensor:
-        name = str(data.get("type", "Tensor"))[:100]
-        return data["data"].as_subclass(type(name, (torch.Tensor,), {}))
-    return _opaque(str(data.get("type", "object"))[:100])
-
-
-def _opaque(name: str) -> Any:
-    """An object whose type is called `name` (a value the record keeps only the type of)."""
-    safe = name if name.isidentifier() else "object"
-    return type(safe, (), {"__repr__": lambda self: f"<{name}>"})()
-
-
-def _begin_run(check: str, fn: Any) -> dict[str, Any] | None:
-    """Start recording a check run, when the grader asked for records."""
-    if _replay is not None or _record_dir() is None:
-        return None
-    params: list[str] = []
-    with contextlib.suppress(TypeError, ValueError):
-        params = [str(p) for p in inspect.signature(fn).parameters][:20]
-    run = {
-        "format": 1,
-        "check": check,
-        "depth": len(_recording),
-        "fn": {"name": str(fn_name(fn))[:200], "params": params},
-        "calls": [],
-    }
-    _recording.append(run)
-    return run
-
-
-def _end_run(run: dict[str, Any] | None, verdict: str) -> None:
-    """Write a finished check run to the record folder (never failing the learner's cell)."""
-    if run is None:
-        return
-    if run in _recording:
-        _recording.remove(run)
-    run["verdict_in_notebook"] = verdict[:2000]
-    folder = _record_dir()
-    if folder is None:
-        return
-    path = os.path.join(folder, f"{os.getpid()}-{next(_sequence):06d}.pt")
-    with contextlib.suppress(Exception):
-        torch.save(run, path + ".part")
-        os.replace(path + ".part", path)
-
-
-def _record_call(label: str) -> dict[str, Any] | None:
-    """A new call entry in the innermost run being recorded."""
-    if not _recording:
-        return None
-    call: dict[str, Any] = {"label": label}
-    _recording[-1]["calls"].append(call)
-    return call
-
-
-def observed(name: str, value: Any) -> Any:
-    """A side effect of the learner's last call that the check reads (say, a call count).
-
-    Returns `value`; recorded with that call, and replayed by the judge, who cannot see the
-    side effect itself.
-    """
-    if _replay is not None:
-        recorded = _replay.observed(name)
-        return value if recorded is _NOTHING else recorded
-    if _recording and _recording[-1]["calls"]:
-        _recording[-1]["calls"][-1].setdefault("observed", {})[name] = portable(value)
-    return value
-
-
-_NOTHING = object()
-
-
-class _StandIn:
-    """What a replayed check gets instead of the learner's function: its name and signature."""
-
-    def __init__(self, name: str, params: Sequence[str]) -> None:
-        self.__name__ = name
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        names = [p for p in params if isinstance(p, str) and p.isidentifier()]
-        with contextlib.suppress(ValueError):
-            self.__signature__ = inspect.Signature([inspect.Parameter(p, kind) for p in names])
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a replayed check never runs the learner's code")
-
-
-class _Replay:
-    """The recorded calls of one check run, handed out in order."""
-
-    def __init__(self, record: dict[str, Any]) -> None:
-        calls = record.get("calls")
-        self.calls = calls if isinstance(calls, list) else []
-        self.position = 0
-        self.current: dict[str, Any] = {}
-        info = record.get("fn") if isinstance(record.get("fn"), dict) else {}
-        params = info.get("params") if isinstance(info.get("params"), list) else []
-        self.fn = _StandIn(str(info.get("name", "your_function"))[:200], params)
-
-    def call(self, label: str, args: list[Any]) -> Any:
-        if self.position >= len(self.calls) or not isinstance(self.calls[self.position], dict):
-            raise AssertionError(f"{label}: {INCOMPLETE}")
-        call = self.current = self.calls[self.position]
-        self.position += 1
-        if call.get("label") != label:
-            raise AssertionError(
-                f"{label}: the notebook recorded another case here ({str(call.get('label'))[:200]!r}): "
-                "the check or its inputs were changed in the notebook"
-            )
-        if "raised" in call:
-            raise AssertionError(str(call["raised"])[:5000])
-        if "result" not in call:
-            raise AssertionError(f"{label}: {INCOMPLETE}")
-        result = restore(call["result"])
-        after = call.get("after") if isinstance(call.get("after"), list) else []
-        after = [restore(a) for a in after][: len(args)]
-        after += args[len(after) :]
-        _refuse_in_place(self.fn, label, args, after)
-        return result
-
-    def observed(self, name: str) -> Any:
-        found = self.current.get("observed", {})
-        return restore(found[name]) if isinstance(found, dict) and name in found else _NOTHING
-
-
-_replay: _Replay | None = None
-
-
-@contextlib.contextmanager
-def replaying(record: dict[str, Any]) -> Iterator[_Replay]:
-    """Within the block, call_learner answers from `record` (one recorded check run).
-
-    Call the check with the replay's `fn` stand-in: `with replaying(r) as rp: check(rp.fn)`.
-    """
-    global _replay
-    if _replay is not None:
-        raise RuntimeError("replays do not nest")
-    _replay = _Replay(record)
-    try:
-        yield _replay
-    finally:
-        _replay = None
