@@ -127,7 +127,7 @@ def build_student(
         result = _nbgrader(GenerateAssignment, config, assignment_id=assignment)
         if not result["success"]:
             raise RuntimeError(
-                f"nbgrader generate_assignment {assignment} failed:\n{result['log']}"
+                f"nbgrader generate_assignment {assignment} failed:\n{result.get('log', '')}"
             )
         shutil.copy2(course / "release" / assignment / path.name, out / path.name)
         assignments.append(assignment)
@@ -230,11 +230,11 @@ def grade(
         report.take(sub.student, sub.notebook)
         result = _nbgrader(Autograde, config, **ids)
         notes = report.take(sub.student, sub.notebook)
-        log = f"== autograde {sub.student} / {sub.notebook}\n{result['log']}\n{result.get('error', '')}\n"
+        log = f"== autograde {sub.student} / {sub.notebook}\n{result.get('log', '')}\n{result.get('error', '')}\n"
         if result["success"]:
             status[sub.student, sub.notebook] = "graded"
             result = _nbgrader(GenerateFeedback, config, **ids)
-            log += f"== generate_feedback\n{result['log']}\n{result.get('error', '')}\n"
+            log += f"== generate_feedback\n{result.get('log', '')}\n{result.get('error', '')}\n"
         else:
             status[sub.student, sub.notebook] = "grading failed"
             notes.setdefault("failed", _last_error(result))
