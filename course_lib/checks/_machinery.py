@@ -335,7 +335,7 @@ def isolated(check: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         __tracebackhide__ = True  # IPython hides this frame: the learner sees their cell + hint
         fn = args[0] if args else None
-        params = [p for p in _param_names(fn, 20) if " " not in p] if fn else []
+        params = [p for p in _param_names(fn, 20) if " " not in p] if callable(fn) else []
         run = _replay.begin_run(check.__name__, fn_name(fn), params)
         verdict = "did not finish"
         try:
