@@ -10,9 +10,10 @@ so a new exercise is covered with no change here. The expensive parts run once p
 - one more on a tiny synthetic notebook whose submissions raise, loop, flood output and kill
   the kernel, graded with a 3 s limit per exercise cell.
 
-The blank submission's autograde is the "blank student notebook runs top to bottom" run: nbgrader
-executes the generated student notebook with nbclient (its Execute preprocessor is an nbclient
-NotebookClient) with errors allowed. `nbgrader validate [--invert]` would execute each notebook
+The blank submission's autograde is the "blank student notebook runs top to bottom" run: the
+grader executes the generated student notebook with nbclient (GuardedExecute, in a bubblewrap
+sandbox where bubblewrap is available, else unsandboxed) with errors allowed, and the judge
+decides each check cell from the values the learner's functions returned. `nbgrader validate [--invert]` would execute each notebook
 once more, so the tests apply nbgrader's own Validator to the notebooks already executed (the same
 verdict), and run the real `nbgrader validate` command on the tiny notebook.
 
