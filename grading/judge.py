@@ -30,7 +30,7 @@ import re
 import torch
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
-from nbgrader.utils import is_grade
+from nbgrader.utils import compute_checksum, is_grade
 
 from grading import report
 
@@ -51,6 +51,8 @@ class StripHiddenTests(NbGraderPreprocessor):
     def preprocess_cell(self, cell, resources, index):
         if is_grade(cell) and cell.cell_type == "code" and "HIDDEN TESTS" in cell.source:
             cell.source = strip_hidden_tests(cell.source)
+            if "checksum" in cell.metadata.nbgrader:  # the graded notebook stays consistent
+                cell.metadata.nbgrader["checksum"] = compute_checksum(cell)
         return cell, resources
 
 
