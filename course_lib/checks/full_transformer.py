@@ -25,6 +25,7 @@ from ._machinery import (
     reference_objects,
     require_callable,
 )
+from ._replay import observed
 
 DECODING_HINTS = {
     # label-smoothed loss
@@ -290,7 +291,7 @@ def _greedy_case(fn, label: str, model, src: torch.Tensor, max_len: int) -> None
     ]
     with _methods_disabled(Transformer, ("greedy_decode", "beam_search")):
         result = call_learner(fn, label, args, H["gd_error"], allow=allow)
-    encodes = counter[0]
+    encodes = observed("encodes", counter[0])  # the judge replays what the run recorded
     (out,) = as_tensors(result, label, ("the output",), H["gd_tensor"])
     B = src.shape[0]
     if out.dim() != 2 or out.shape[0] != B:
