@@ -219,7 +219,7 @@ def _cli(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     env.pop(sandbox.UNSAFE_FLAG, None)
     cmd = [sys.executable, "-m", "grading.grade", "--notebooks", str(tmp / "notebooks")]
     cmd += ["--course", str(tmp / "course"), "--student-out", str(tmp / "student"), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
 
 
 @pytest.fixture(scope="module")
