@@ -31,6 +31,13 @@ What counts as "a line of the solution" (the rule `solution_fragments` implement
   bugs in this block") must show the block, and the fix keeps most of its lines. Markdown is
   never excused, and neither is a story code cell before or after the exercise.
 
+What tests/test_grading.py already checks, and what this adds: its student-build tests look for
+the markers, for `raise NotImplementedError()` as text, and for solution lines verbatim, but they
+excuse every line that the instructor notebook also shows outside its regions, so a solution line
+pasted into a markdown hint or a story cell passes there. This module does not excuse those, matches
+re-spaced lines and bare expressions, requires each check cell to be exactly its visible part, runs
+each stub, and pins its own leak finder on fabricated notebooks.
+
 The rule is pinned below on fabricated notebooks (a hint with a pasted solution line must be
 found, a re-spaced one too, the handed-over block of a debug exercise must not) before it is
 applied to the real notebooks.
