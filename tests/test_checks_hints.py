@@ -86,12 +86,17 @@ def test_every_exercise_has_a_ladder_whose_early_levels_hold_no_solution_line(ex
 def test_hint_walks_up_the_ladder_and_stops_at_the_last_level(capsys):
     checks._hint_level.pop("ex6_2", None)
     ladder = checks.LADDERS["ex6_2"]
-    shown = [checks.hint("ex6_2") for _ in range(len(ladder) + 1)]
-    assert shown == [*ladder, ladder[-1]]
-    out = capsys.readouterr().out
-    assert "Hint 1/3 for ex6_2" in out and "the last level: it shows code" in out
-    assert checks.hint("ex6_2", level=2) == ladder[1]
-    assert checks.hint("6.1", level=1) == checks.LADDERS["ex6_1"][0]
+    shown = []
+    for _ in range(len(ladder) + 1):
+        assert checks.hint("ex6_2") is None  # printed once, not echoed again as a value
+        shown.append(capsys.readouterr().out)
+    for level, (out, text) in enumerate(zip(shown, [*ladder, ladder[-1]], strict=True), 1):
+        assert f"Hint {min(level, len(ladder))}/{len(ladder)} for ex6_2" in out and text in out
+    assert "the last level: it shows code" in shown[-1]
+    checks.hint("ex6_2", level=2)
+    assert ladder[1] in capsys.readouterr().out
+    checks.hint("6.1", level=1)
+    assert checks.LADDERS["ex6_1"][0] in capsys.readouterr().out
 
 
 def test_an_unknown_exercise_id_lists_the_notebooks_ids():

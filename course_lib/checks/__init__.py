@@ -237,8 +237,8 @@ def _exercise_number(name: str) -> str:
     return key[2:].replace("_", ".")
 
 
-def hint(exercise: str, level: int | None = None) -> str:
-    """Print (and return) the next level of `exercise`'s hint ladder, or the given `level`.
+def hint(exercise: str, level: int | None = None) -> None:
+    """Print the next level of `exercise`'s hint ladder, or the given `level`.
 
     `exercise` is an id such as "ex3_1" (Exercise 3.1). Level 1 restates the idea, level 2 is
     more concrete, the last level shows code; calling again walks up one level at a time.
@@ -264,8 +264,7 @@ def hint(exercise: str, level: int | None = None) -> str:
     more = f"; hint({key!r}) again for level {level + 1}" if level < len(ladder) else ""
     sep = ":\n" if level == len(ladder) else ": "
     text = f"Hint {level}/{len(ladder)} for {key}{last}{sep}{ladder[level - 1]}"
-    print(text + (f"\n({more[2:]})" if more else ""))
-    return ladder[level - 1]
+    print(text + (f"\n({more[2:]})" if more else ""))  # printed only: no second, quoted copy
 
 
 def _code_names(code: types.CodeType) -> set[str]:
