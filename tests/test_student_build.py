@@ -24,8 +24,9 @@ What counts as "a line of the solution" (the rule `solution_fragments` implement
   every guard or loop shares; the content is in the lines under it, which are checked.
 - an assigned or returned expression that is only a call on bare names (`model.encode(src)`,
   `step_fn(prefixes)`, `scaled_dot_product_attention(q, k, v)`) is the interface of a function
-  the prompt hands over and must be allowed to state; the whole line, with what it assigns
-  (`memory = model.encode(src)`), is still checked.
+  the prompt hands over and must be allowed to state, and so is the whole line when it binds
+  that call to bare names (`memory = model.encode(src)`, `out, _ = attend(q, k, v)`): naming
+  the result adds no solution content. Anything computed around the call is still checked.
 - not a leak: a line the exercise itself hands over as code, i.e. found in a code cell of its
   prompt (from the exercise's heading to its solution cell). A debug exercise ("find the two
   bugs in this block") must show the block, and the fix keeps most of its lines. Markdown is
@@ -132,6 +133,10 @@ def solution_fragments(line: str) -> set[str]:
             continue
         if k > 0 and SIMPLE_CALL.fullmatch(n):
             continue  # only an expression: the call of a given function, its interface
+        plain = (m := ASSIGN.match(code)) and code[m.end("target") :].lstrip().startswith("=")
+        if k == 0 and plain and BARE.fullmatch(normal(m.group("target"))):
+            if SIMPLE_CALL.fullmatch(normal(m.group("value"))):
+                continue  # bare names = a given function's call: still only its interface
         if RANGE_LOOP.fullmatch(n):
             continue
         found.add(n)
@@ -385,7 +390,12 @@ def test_fragments_keep_content_and_drop_skeleton():
         "B, L, D = x.shape",
     ]:
         assert solution_fragments(skeleton) == set(), skeleton
-    assert solution_fragments("memory = model.encode(src)") == {"memory=model.encode(src)"}
+    assert solution_fragments("memory = model.encode(src)") == set()
+    assert solution_fragments("out, _ = scaled_dot_product_attention(q, k, v)") == set()
+    assert solution_fragments("memory = model.encode(src) * 2") == {
+        "memory=model.encode(src)*2",
+        "model.encode(src)*2",
+    }
     assert solution_fragments("return F.cross_entropy(predictions, next_tokens)") == {
         "returnF.cross_entropy(predictions,next_tokens)"
     }
