@@ -1,5 +1,7 @@
 """pytest configuration shared by the unit tests and the nbval notebook run."""
 
+import os
+
 
 def pytest_collectstart(collector):
     """Under nbval, compare only text/plain: HTML reprs, JS and stderr (progress bars) vary."""
@@ -13,6 +15,19 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    _kernels_draw_inline()
+
+
+def _kernels_draw_inline():
+    """nbval's kernels inherit this process's environment. `make` exports MPLBACKEND=agg, under
+    which `plt.show()` draws nothing, so a checked cell's stored figure would go missing. Keep
+    agg for this process (the unit tests) and let the kernels pick the inline backend, as
+    they do in a learner's JupyterLab."""
+    backend = os.environ.pop("MPLBACKEND", None)
+    if backend:
+        import matplotlib
+
+        matplotlib.use(backend)
 
 
 def pytest_ignore_collect(collection_path, config):

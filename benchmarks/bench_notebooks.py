@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="COURSE_THREADS for the kernels")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    env = dict(os.environ, MPLBACKEND="agg")
+    env = dict(os.environ)  # the conftest lets the kernels draw inline, as in the lab
     if args.threads is not None:
         env["COURSE_THREADS"] = str(args.threads)
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
