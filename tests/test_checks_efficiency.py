@@ -102,7 +102,7 @@ def test_the_unguarded_update_fails_only_on_the_masked_block():
     ("wrong", "phrase"),
     [
         (lambda *a: cached(*a, mode="is_causal"), "aligned top-left"),
-        (lambda *a: cached(*a, mode="top-left"), "is_causal=True"),
+        (lambda *a: cached(*a, mode="top-left"), "is_causal switch"),
         (lambda *a: cached(*a, mode="none"), "nothing is masked"),
         (lambda *a: cached(*a, shift=-1), "hid the diagonal"),
         (lambda *a: cached(*a, shift=1), "one step into the future"),
@@ -156,3 +156,40 @@ def test_logits_after_a_cache_need_the_offset_mask():
         full = model(idx)[0][:, 7:]
     assert torch.allclose(lesson.logits_after_cache(model, idx, 7), full, atol=1e-5)
     assert (lesson.logits_after_cache(model, idx, 7, "is_causal") - full).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("exercise", "signature", "check"),
+    [
+        ("ex11_1", "(m_prev, l_prev, acc_prev, scores_block, v_block)", "check_online_softmax"),
+        ("ex11_2", "(q_new, k_new, v_new, cache_k, cache_v)", "check_cached_attention"),
+    ],
+)
+def test_the_last_hint_level_is_a_working_answer(exercise, signature, check):
+    """11.1's code includes the guard for a hidden block: without it case 5 fails."""
+    from test_checks_full_transformer import from_ladder
+
+    getattr(checks, check)(from_ladder(exercise, signature))
+
+
+def test_the_messages_of_typical_mistakes_show_no_code():
+    from test_feedback_shows_no_code import code_fragments
+
+    wrongs = [
+        (checks.check_online_softmax, lambda *a: online(*a, guard=False)),
+        (checks.check_online_softmax, lambda *a: online(*a, inverted=True)),
+        (checks.check_online_softmax, lambda m, den, a, s, v: online(m, den * 0, a, s, v)),
+        (checks.check_cached_attention, lambda *a: cached(*a, mode="is_causal")),
+        (checks.check_cached_attention, lambda *a: cached(*a, scale=False)),
+    ]
+    for check, wrong in wrongs:
+        with pytest.raises(AssertionError) as info:
+            check(wrong)
+        message = str(info.value).split("(at line")[0]  # the learner's own line may show
+        assert not code_fragments(message), message
+
+
+def test_the_notebooks_markdown_holds_no_solution_line():
+    from test_feedback_shows_no_code import markdown_leaks
+
+    assert not markdown_leaks("11"), markdown_leaks("11")

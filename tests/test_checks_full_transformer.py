@@ -135,3 +135,136 @@ def test_a_step_fn_given_a_list_says_what_it_takes():
 
     with pytest.raises(AssertionError, match=r"one \(k, t\) tensor of token ids"):
         checks.check_beam_decode(lists)
+
+
+# ----------------------------------------------------------------------------- 9.1 and 9.2, the hints
+
+
+def label_smoothed_loss(logits, targets, pad_id, eps, *, log=None, denominator="real"):
+    """A learner's loss, right by default; `log` and `denominator` reproduce typical mistakes."""
+    log_p = torch.log_softmax(logits, dim=-1) if log is None else log(logits)
+    nll = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    per_position = (1 - eps) * nll - eps * log_p.mean(dim=-1)
+    real = targets != pad_id
+    n = real.sum() if denominator == "real" else targets.numel()
+    return (per_position * real).sum() / n
+
+
+def greedy_decode(model, src, max_len, bos_id, eos_id, *, early_exit=True, encode_each_step=False,
+                  position=-1, pad_after_eos=True):  # fmt: skip
+    """A learner's greedy decoder, right by default; each keyword reproduces one mistake."""
+    memory = model.encode(src)
+    ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long)
+    done = torch.zeros(src.shape[0], dtype=torch.bool)
+    for _ in range(max_len):
+        if encode_each_step:
+            memory = model.encode(src)
+        next_id = model.decode(ys, memory, src)[:, position].argmax(dim=-1)
+        if pad_after_eos:
+            next_id = next_id.masked_fill(done, model.pad_id)
+        ys = torch.cat([ys, next_id[:, None]], dim=1)
+        done |= next_id == eos_id
+        if early_exit and done.all():
+            break
+    return ys[:, 1:]
+
+
+def test_the_loss_and_decoder_references_pass(capsys):
+    checks.check_label_smoothed_loss(label_smoothed_loss)
+    checks.check_greedy_decode(greedy_decode)
+    out = capsys.readouterr().out
+    assert out == "✓ label_smoothed_loss: all 5 cases pass\n✓ greedy_decode: all 4 cases pass\n"
+
+
+@pytest.mark.parametrize(
+    ("knobs", "phrase"),
+    [
+        (dict(log=lambda x: torch.log(torch.softmax(x, dim=-1))), "use a stable log-softmax"),
+        (dict(denominator="all"), "divided by every position"),
+    ],
+)
+def test_loss_mistakes_are_named(knobs, phrase):
+    with pytest.raises(AssertionError, match=phrase):
+        checks.check_label_smoothed_loss(lambda *a: label_smoothed_loss(*a, **knobs))
+
+
+@pytest.mark.parametrize(
+    ("knobs", "phrase"),
+    [
+        # the prompt requires both, so a decoder that ignores them fails although its rows agree
+        (dict(early_exit=False), "stop as soon as every row is finished"),
+        (dict(encode_each_step=True), r"model.encode ran \d+ times.*encode the source once"),
+        (dict(position=0), "the last position along the time axis, not the first"),
+        (dict(pad_after_eos=False, early_exit=False), "must be PAD"),
+    ],
+)
+def test_greedy_mistakes_are_named(knobs, phrase):
+    with pytest.raises(AssertionError, match=phrase):
+        checks.check_greedy_decode(lambda *a: greedy_decode(*a, **knobs))
+
+
+def test_a_decoder_that_runs_to_max_len_or_re_encodes_produces_the_right_rows():
+    """The two requirements are the prompt's, not the answer's: the rows themselves are right."""
+    from course_lib.checks.full_transformer import _cut, _decoding_model, _greedy_rows
+
+    model = _decoding_model(3, 1.0)
+    src = torch.randint(3, 9, (3, 5), generator=torch.Generator().manual_seed(4))
+    expected = _greedy_rows(model, src, 9)
+    for knobs in (dict(early_exit=False), dict(encode_each_step=True)):
+        with torch.no_grad():
+            out = greedy_decode(model, src, 9, ft.GD_BOS, ft.GD_EOS, **knobs)
+        assert _cut(out.tolist()) == expected
+
+
+def from_ladder(exercise: str, signature: str):
+    """The last level of an exercise's hint ladder, run as the body of the learner's function."""
+    import math
+    import textwrap
+
+    import torch.nn.functional as F
+
+    namespace = {"torch": torch, "F": F, "math": math}
+    exec(
+        f"def solution{signature}:\n" + textwrap.indent(checks.LADDERS[exercise][-1], "    "),
+        namespace,
+    )
+    return namespace["solution"]
+
+
+@pytest.mark.parametrize(
+    ("exercise", "signature", "check"),
+    [
+        ("ex9_1", "(logits, targets, pad_id, eps)", "check_label_smoothed_loss"),
+        ("ex9_2", "(model, src, max_len, bos_id, eos_id)", "check_greedy_decode"),
+        ("ex9_3", "(step_fn, max_len, eos_id, beam_size, alpha)", "check_beam_decode"),
+    ],
+)
+def test_the_last_hint_level_is_a_working_answer(exercise, signature, check):
+    getattr(checks, check)(from_ladder(exercise, signature))
+
+
+def test_the_messages_of_typical_mistakes_show_no_code():
+    from test_feedback_shows_no_code import code_fragments
+
+    wrongs = [
+        (checks.check_label_smoothed_loss, lambda *a: label_smoothed_loss(*a, denominator="all")),
+        (
+            checks.check_label_smoothed_loss,
+            lambda *a: label_smoothed_loss(*a, log=lambda x: torch.log(torch.softmax(x, dim=-1))),
+        ),
+        (checks.check_greedy_decode, lambda *a: greedy_decode(*a, position=0)),
+        (checks.check_greedy_decode, lambda *a: greedy_decode(*a, pad_after_eos=False)),
+        (checks.check_beam_decode, lambda *a: beam_decode(*a, width=1)),
+        (checks.check_beam_decode, lambda *a: beam_decode(*a, rank="none")),
+    ]
+    for check, wrong in wrongs:
+        with pytest.raises(AssertionError) as info:
+            check(wrong)
+        message = str(info.value).split("(at line")[0]  # the learner's own line may show
+        assert not code_fragments(message), message
+
+
+def test_the_notebooks_markdown_holds_no_solution_line():
+    from test_feedback_shows_no_code import markdown_leaks
+
+    assert not markdown_leaks("09"), markdown_leaks("09")

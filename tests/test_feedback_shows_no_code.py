@@ -152,6 +152,19 @@ def code_fragments(text: str) -> list[str]:
     ]
 
 
+def markdown_leaks(number: str) -> list[str]:
+    """'cell i: line' for each solution line (of any notebook) in notebook `number`'s markdown."""
+    lines = solution_lines()
+    (path,) = [p for p in NOTEBOOKS if p.name.startswith(f"{number}_")]
+    return [
+        f"cell {i}: {lines[fragment]}"
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells)
+        if cell.cell_type == "markdown"
+        for fragment in lines
+        if fragment in normal(cell.source)
+    ]
+
+
 @pytest.fixture(scope="module")
 def solutions() -> dict[str, str]:
     return solution_lines()

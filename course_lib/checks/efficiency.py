@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 from . import _answers as O
-from ._hints import HINTS
 from ._machinery import (
     NAN_MASK_HINT,
     as_tensors,
@@ -28,6 +27,24 @@ NEG_INF = float("-inf")
 Step = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 EFFICIENCY_HINTS = {
+    # the online-softmax update
+    "os_acc": "forgot to rescale the old accumulator: acc_prev was summed against the old max, "
+    "so multiply it by exp(m_prev - m_new) before adding this block's terms",
+    "os_l": "forgot to rescale l: the old denominator was summed against the old max, so "
+    "multiply it by exp(m_prev - m_new) before adding this block's terms",
+    "os_both": "forgot to rescale l and acc: both were built relative to the old max, multiply "
+    "each by exp(m_prev - m_new)",
+    "os_inverted": "the rescale factor is inverted: the old state was measured against the old "
+    "max, and the new max is at least as large, so the factor that converts it is "
+    "exp(old max - new max) <= 1, not its reciprocal",
+    "os_max": "the running max must be the larger of the old max and this block's max (per "
+    "query), not this block's max alone",
+    "os_unstable": "exp(scores) without subtracting the running max overflows for large scores; "
+    "measure this block's terms against the new max, exp(scores - m_new), and rescale the old "
+    "state",
+    "os_normalised": "keep acc un-normalised: divide by l only once, after the last block",
+    "os_shapes": "m and l are (..., L_q, 1) (the last axis kept, of size 1), acc (..., L_q, d_v), "
+    "scores_block (..., L_q, B_k), v_block (..., B_k, d_v)",
     "os_guard": "a row whose keys in this block are all hidden (-inf) while its state is still "
     "empty (m = -inf) came out NaN: its new max is -inf too, and -inf - (-inf) is NaN, "
     "so the exponential is NaN. Such a row has seen no key yet, so its state must stay empty (m = -inf, l = 0, "
@@ -37,7 +54,7 @@ EFFICIENCY_HINTS = {
     "cache and new entries along the positions axis (axis 2), then attend with a boolean "
     "mask of shape (T_new, T_past + T_new) that broadcasts over B and H",
     "ca_top_left": "your causal mask is aligned top-left: new query i sees keys 0 .. i, as "
-    "F.scaled_dot_product_attention(is_causal=True) or a square lower triangle does. After a "
+    "PyTorch's is_causal switch or a square lower triangle does. After a "
     "cache, new query i sits at position T_past + i, so it must see every cached key and the "
     "new keys up to and including its own: the mask's diagonal is shifted right by T_past",
     "ca_no_mask": "nothing is masked: with several new tokens, new query i must not see the "
@@ -66,12 +83,12 @@ E = EFFICIENCY_HINTS
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex11_1": (
-        "Online softmax keeps, per query, a running max m, a running sum l of exp(score - m) and an un-normalised weighted sum acc; a new block may raise the max, and then the old l and acc, measured against the old max, must be converted.",
-        "New max = elementwise max of the old one and the block's max (keepdim). This block's terms are exp(scores - new max); the old l and acc are multiplied by exp(old max - new max) before adding them. Do not divide by l here.",
-        "m_new = torch.maximum(m_prev, scores_block.amax(-1, keepdim=True))\np = torch.exp(scores_block - m_new); alpha = torch.exp(m_prev - m_new)\nreturn m_new, l_prev * alpha + p.sum(-1, keepdim=True), acc_prev * alpha + p @ v_block",
+        "Online softmax keeps, per query, a running max m, a running sum l of exp(score - m) and an un-normalised weighted sum acc; a new block may raise the max, and then the old l and acc, measured against the old max, must be converted. A query whose keys are all hidden so far has max -inf, and -inf - (-inf) is NaN: that case needs care.",
+        "New max = elementwise max of the old one and the block's max (keepdim). This block's terms are exp(scores - new max); the old l and acc are multiplied by exp(old max - new max) before adding them. Do not divide by l here. Where the new max is still -inf (the query has seen no key), subtract 0 instead of it, in the block's terms and in the rescale factor: its state then stays empty.",
+        "m_new = torch.maximum(m_prev, scores_block.amax(-1, keepdim=True))\nshift = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)\np = torch.exp(scores_block - shift); alpha = torch.exp(m_prev - shift)\nreturn m_new, l_prev * alpha + p.sum(-1, keepdim=True), acc_prev * alpha + p @ v_block",
     ),
     "ex11_2": (
-        "The cache holds positions 0 .. T_past - 1; the T_new new tokens are positions T_past .. T_past + T_new - 1. Each new query may read every cached position and the new ones up to its own: the causal rule written in absolute positions.",
+        "The cache holds positions 0 .. T_past - 1; the T_new new tokens are positions T_past .. T_past + T_new - 1. Each new query may read every cached position and the new ones up to its own: the causal rule written in absolute positions. The usual trap: a square causal mask (or PyTorch's is_causal switch) is aligned top-left, as if the new queries were positions 0 .. T_new - 1.",
         "Join cache and new keys (and values) along the positions axis, cache first. Build a boolean (T_new, T_all) mask from two position ranges: row i holds the absolute position T_past + i, column j the key position j, and True where j <= that row's position. A square lower triangle (or is_causal=True) is aligned top-left, which is wrong here.",
         "k_all = torch.cat([cache_k, k_new], dim=2); v_all = torch.cat([cache_v, v_new], dim=2)\nT_new, T_all = q_new.shape[2], k_all.shape[2]\nmask = torch.arange(T_all)[None, :] <= torch.arange(T_all - T_new, T_all)[:, None]\nout = F.scaled_dot_product_attention(q_new, k_all, v_all, attn_mask=mask)\nreturn out, k_all, v_all",
     ),
@@ -130,14 +147,14 @@ _NAN = (
 )
 _OS_MISTAKES: list[tuple[str, dict[str, Any]]] = [
     (E["os_guard"], {"guard": False}),
-    (HINTS["os_both"], {"rescale_acc": False, "rescale_l": False}),
-    (HINTS["os_acc"], {"rescale_acc": False}),
-    (HINTS["os_l"], {"rescale_l": False}),
-    (HINTS["os_inverted"], {"inverted": True}),
-    (HINTS["os_max"], {"keep_max": False}),
-    (HINTS["os_unstable"], {"stable": False}),
-    (HINTS["os_normalised"], {"normalise": "simple"}),
-    (HINTS["os_normalised"], {"normalise": "weighted"}),
+    (E["os_both"], {"rescale_acc": False, "rescale_l": False}),
+    (E["os_acc"], {"rescale_acc": False}),
+    (E["os_l"], {"rescale_l": False}),
+    (E["os_inverted"], {"inverted": True}),
+    (E["os_max"], {"keep_max": False}),
+    (E["os_unstable"], {"stable": False}),
+    (E["os_normalised"], {"normalise": "simple"}),
+    (E["os_normalised"], {"normalise": "weighted"}),
 ]
 
 
@@ -152,13 +169,13 @@ def _online_case(fn: Step, label: str, args: tuple[torch.Tensor, ...]) -> None:
     """One update from a given state, compared with the formula."""
     names = ("m_new", "l_new", "acc_new")
     expected = O.online_step(*args)  # before the learner's code runs
-    result = as_tensors(call_learner(fn, label, args, HINTS["os_shapes"]), label, names)
+    result = as_tensors(call_learner(fn, label, args, E["os_shapes"]), label, names)
 
     def wrong(knobs: dict[str, Any]) -> Callable[[], tuple[torch.Tensor, ...]]:
         return lambda: O.online_step(*args, **knobs)
 
     mistakes = [(hint, wrong(knobs)) for hint, knobs in _OS_MISTAKES]
-    compare(label, result, expected, names, mistakes, HINTS["os_shapes"], nan_hint=_NAN)
+    compare(label, result, expected, names, mistakes, E["os_shapes"], nan_hint=_NAN)
 
 
 def _online_fold_case(fn: Step, label: str, scores, v, blocks: list) -> None:
@@ -166,7 +183,7 @@ def _online_fold_case(fn: Step, label: str, scores, v, blocks: list) -> None:
     names = ("m", "l", "acc")
 
     def learner(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = call_learner(fn, label, args, HINTS["os_shapes"])
+        out = call_learner(fn, label, args, E["os_shapes"])
         return tuple(as_tensors(out, label, ("m_new", "l_new", "acc_new")))
 
     start = _empty((2,), 3, 5)
@@ -179,7 +196,7 @@ def _online_fold_case(fn: Step, label: str, scores, v, blocks: list) -> None:
         return lambda: _fold(lambda *a: O.online_step(*a, **knobs), start, blocks)
 
     mistakes = [(hint, wrong(knobs)) for hint, knobs in _OS_MISTAKES]
-    compare(label, result, expected, names, mistakes, HINTS["os_shapes"], nan_hint=_NAN)
+    compare(label, result, expected, names, mistakes, E["os_shapes"], nan_hint=_NAN)
 
 
 # ----------------------------------------------------------------------------- cached attention

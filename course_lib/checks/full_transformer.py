@@ -29,7 +29,7 @@ from ._replay import observed
 
 DECODING_HINTS = {
     # label-smoothed loss
-    "ls_error": "logits are (B, L, V) and targets (B, L): flatten them to (B*L, V) and (B*L,), or take log_softmax over the last axis and gather each target's log-probability",
+    "ls_error": "logits are (B, L, V) and targets (B, L): the vocabulary is the last axis of the logits, and each target picks one entry of its position's row; a cross-entropy-style function wants (N, V) scores with (N,) targets, so flatten the positions first, or work along the last axis directly",
     "ls_scalar": "return one number, the mean over the non-PAD positions (a 0-d tensor), not one loss per position",
     "ls_raw_logits": "you used the raw logits as log-probabilities: logits are unnormalised scores; turn them into log-probabilities over the vocabulary first (a log-softmax over the last axis), then pick and average",
     "ls_pad": "PAD targets were counted: positions whose target is pad_id must contribute nothing, and the mean is over the real (non-PAD) positions only",
@@ -41,17 +41,17 @@ DECODING_HINTS = {
     "ls_sum_not_mean": "the smoothing term should be eps times the *mean* of -log p over the V tokens (eps / V per token), not eps times their sum",
     "ls_sum": "you returned the sum over positions; return the mean over non-PAD positions",
     "ls_per_sequence": "you averaged per sequence, then over the batch; average over all non-PAD positions at once, so long sequences count in proportion to their length",
-    "ls_unstable": "the loss is inf or NaN for large logits: torch.log(torch.softmax(...)) underflows to log(0) = -inf; use torch.log_softmax (or F.log_softmax), which is stable",
-    "ls_steps": "loss at a position = (1 - eps) * (-log p[target]) + eps * mean over v of (-log p[v]), with log p = log_softmax(logits, dim=-1); then average over non-PAD positions.",
+    "ls_unstable": "the loss is inf or NaN for large logits: the log of a softmax underflows to log(0) = -inf for an unlikely token of a confident model; use a stable log-softmax, which computes the log-probabilities directly (subtracting the row's max inside the log)",
+    "ls_steps": "loss at a position = (1 - eps) * (-log p[target]) + eps * mean over v of (-log p[v]), with log p the log-softmax of the logits over the vocabulary (the last axis); then average over non-PAD positions.",
     # greedy decoding
-    "gd_error": "encode the source once to get memory (B, L_s, D); start the decoder input with a (B, 1) column of bos_id; each step the decoder gives logits (B, t, V): take the newest position, pick the argmax, append it along the time axis",
+    "gd_error": "model.encode gives the memory (B, L_s, D) of src; model.decode takes the decoder input ys, a (B, t) tensor of token ids (torch.long) that starts with a column of bos_id, with the memory and src, and gives logits (B, t, V); each step adds one id per row, (B,), to ys along the time axis (axis 1)",
     "gd_reference": "your function called course_lib's reference `Transformer.{name}`; write the loop yourself with model.encode and model.decode",
     "gd_tensor": "return a (B, T) tensor of token ids (torch.long), T <= max_len",
     "gd_bos": "the output starts with BOS: BOS is only the decoder's first input; drop it from what you return (the first column)",
-    "gd_no_feedback": "every step predicted the same token, as if the decoder saw only BOS: append each prediction to the decoder input and read the newest position's logits (the last one, not logits[:, 0])",
+    "gd_no_feedback": "every step predicted the same token, as if the decoder saw only BOS: append each prediction to the decoder input and read the newest position's logits (the last position along the time axis, not the first)",
     "gd_no_eos": "EOS is missing: keep the EOS token in the output (it tells where the translation ends); write PAD only after it",
-    "gd_after_eos": "tokens after EOS: once a row has produced EOS it is finished, so every later position of that row must be PAD (model.pad_id); keep a `done` mask with done |= next == eos",
-    "gd_any_done": "you stopped when the first row produced EOS; stop only when every row has (done.all()), and write PAD for the rows that are already finished",
+    "gd_after_eos": "tokens after EOS: once a row has produced EOS it is finished, so every later position of that row must be PAD (model.pad_id); remember, row by row, which rows have finished",
+    "gd_any_done": "you stopped when the first row produced EOS; stop only when every row has, and write PAD for the rows that are already finished",
     "gd_too_long": "more than max_len tokens: generate at most max_len tokens (BOS not counted)",
     "gd_no_early_stop": "the output has {T} positions, but every row had produced EOS after {n}: the prompt asks the loop to stop as soon as every row is finished (the extra steps only append PAD and cost a decoder pass each)",
     "gd_encode_once": "model.encode ran {n} times: the encoder output (memory) does not change while the target grows, so encode the source once, before the loop",
@@ -78,14 +78,14 @@ H = DECODING_HINTS
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex9_1": (
-        "Label smoothing trains against a softened target: (1 - eps) on the right token and eps spread evenly over all V tokens; PAD positions do not count, and the mean runs over the real positions.",
+        "Label smoothing trains against a softened target: (1 - eps) on the right token and eps spread evenly over all V tokens; PAD positions do not count, and the mean runs over the real positions. The usual traps: the log of a softmax (it underflows to -inf for a confident model), the *sum* instead of the *mean* over the V tokens, and dividing by every position instead of the real ones.",
         "Take log-probabilities over the vocabulary (a log-softmax over the last axis, stable for large logits); the loss per position is (1 - eps) times minus the target's log-probability plus eps times minus the mean log-probability over V; mask out PAD and divide by the number of real targets.",
         "log_p = torch.log_softmax(logits, dim=-1)\nnll = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)\nper_pos = (1 - eps) * nll - eps * log_p.mean(dim=-1)\nreal = targets != pad_id\nreturn (per_pos * real).sum() / real.sum()",
     ),
     "ex9_2": (
-        "Greedy decoding feeds the decoder its own predictions one token at a time, always taking the most likely next token; the source is encoded once, and the loop ends when every row has said EOS (or after max_len tokens).",
+        "Greedy decoding feeds the decoder its own predictions one token at a time, always taking the most likely next token; the source is encoded once, and the loop ends when every row has said EOS (or after max_len tokens). The decoder gives one row of logits per input position: only the newest position's row is the guess for the next token. Rows finish at different steps, so remember which ones have.",
         "Keep ys (B, t), starting with BOS, and a (B,) 'done' flag. Each step: decode ys against the memory, take the argmax of the newest position, write PAD where the row is done, append, update done, stop when all are done. Return ys without the BOS column.",
-        "memory = model.encode(src)\nys = torch.full((B, 1), bos_id, dtype=torch.long); done = torch.zeros(B, dtype=torch.bool)\nfor _ in range(max_len):\n    nxt = model.decode(ys, memory, src)[:, -1].argmax(-1).masked_fill(done, model.pad_id)\n    ys = torch.cat([ys, nxt[:, None]], 1); done |= nxt == eos_id\n    if done.all(): break\nreturn ys[:, 1:]",
+        "B = src.shape[0]; memory = model.encode(src)\nys = torch.full((B, 1), bos_id, dtype=torch.long); done = torch.zeros(B, dtype=torch.bool)\nfor _ in range(max_len):\n    nxt = model.decode(ys, memory, src)[:, -1].argmax(-1).masked_fill(done, model.pad_id)\n    ys = torch.cat([ys, nxt[:, None]], 1); done |= nxt == eos_id\n    if done.all(): break\nreturn ys[:, 1:]",
     ),
     "ex9_3": (
         "Beam search keeps the beam_size likeliest partial outputs instead of one. A partial output that ends in EOS is finished and leaves the beam, which shrinks by one; when no prefix is live (or after max_len steps) the finished hypotheses are compared by log p divided by the length penalty ((5 + |y|) / 6) ** alpha.",

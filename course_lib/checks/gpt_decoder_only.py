@@ -27,80 +27,43 @@ NEG_INF = float("-inf")
 
 SAMPLING_HINTS = {
     # the causal LM loss
-    "lm_error": "logits are (B, T, V) and tokens (B, T). Position t predicts token t + 1, so "
-    "the last position and the first token have no partner; F.cross_entropy wants the "
-    "classes on axis 1, so line the positions up and flatten them to (N, V) logits and (N,) "
-    "targets (a 3-D (B, T, V) input fails)",
+    "lm_error": "logits are (B, T, V) and tokens (B, T). Position t predicts token t + 1, so the last position and the first token have no partner; PyTorch's cross-entropy wants the classes on axis 1, so line the positions up and flatten them to (N, V) logits and (N,) targets (a 3-D (B, T, V) input fails)",
     "lm_scalar": "return one number, the mean over all predicted positions (a 0-d tensor)",
-    "lm_no_shift": "no shift: you scored position t against token t itself. The logits at "
-    "position t are the model's guess for the *next* token, t + 1. (Without the shift the "
-    "model only learns to copy its input.)",
-    "lm_wrong_way": "shifted the wrong way: each position was scored against the token "
-    "*before* it; the logits at position t must be scored against token t + 1",
-    "lm_two": "off by two: position t predicts token t + 1, not t + 2; line them up by "
-    "dropping one position from each side, not two",
+    "lm_no_shift": "no shift: you scored position t against token t itself. The logits at position t are the model's guess for the *next* token, t + 1. (Without the shift the model only learns to copy its input.)",
+    "lm_wrong_way": "shifted the wrong way: each position was scored against the token *before* it; the logits at position t must be scored against token t + 1",
+    "lm_two": "off by two: position t predicts token t + 1, not t + 2; line them up by dropping one position from each side, not two",
     "lm_sum": "you returned the sum over positions; return the mean",
-    "lm_softmax_axis": "log-softmax over the wrong axis: the probabilities are over the "
-    "vocabulary, the last axis (dim=-1)",
+    "lm_softmax_axis": "log-softmax over the wrong axis: the probabilities are over the vocabulary, the last axis",
     "lm_steps": "loss = mean over b and t < T-1 of -log softmax(logits[b, t])[tokens[b, t + 1]]: position t is scored against the token after it.",
     # top-k
-    "k_error": "work along the last axis (the vocabulary): find *where* each row's k largest "
-    "logits are, keep those positions unchanged and set every other one to float('-inf'); "
-    "the result has the shape of the logits",
-    "k_smallest": "you kept the k *smallest* logits: keep the k largest (torch.topk's default)",
-    "k_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0 "
-    "after the softmax: set them to float('-inf')",
-    "k_probs": "you returned probabilities; return *logits* (same shape), with the removed "
-    "ones set to float('-inf'), so the softmax can be taken afterwards",
+    "k_error": "work along the last axis (the vocabulary): find *where* each row's k largest logits are, keep those positions unchanged and set every other one to -inf (minus infinity); the result has the shape of the logits",
+    "k_smallest": "you kept the k *smallest* logits: keep the k largest",
+    "k_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0 after the softmax: set them to floating-point minus infinity, -inf",
+    "k_probs": "you returned probabilities; return *logits* (same shape), with the removed ones set to -inf, so the softmax can be taken afterwards",
     "k_plus_one": "off by one: you kept k + 1 tokens in a row; exactly k must survive",
-    "k_minus_one": "off by one: you kept k - 1 tokens in a row; exactly k must survive (the "
-    "k-th largest itself is kept)",
-    "k_ties_all": "ties at the border: several logits equal the k-th largest and you kept all "
-    "of them, so more than k tokens survive. The exercise (like course_lib and Hugging Face) "
-    "keeps exactly k: choose k *positions*, the ones a k-largest search returns, instead of "
-    "keeping every logit above a threshold value",
-    "k_ties_none": "ties at the border: several logits equal the k-th largest and you dropped "
-    "all of them (a strict comparison with the threshold), so fewer than k tokens survive; "
-    "exactly k must survive",
-    "k_count": "each row must keep exactly k finite logits (every row of the vocabulary axis, "
-    "whatever the leading axes are)",
+    "k_minus_one": "off by one: you kept k - 1 tokens in a row; exactly k must survive (the k-th largest itself is kept)",
+    "k_ties_all": "ties at the border: several logits equal the k-th largest and you kept all of them, so more than k tokens survive. The exercise (like course_lib and Hugging Face) keeps exactly k: choose k *positions*, the ones a k-largest search returns, instead of keeping every logit above a threshold value",
+    "k_ties_none": "ties at the border: several logits equal the k-th largest and you dropped all of them (a strict comparison with the threshold), so fewer than k tokens survive; exactly k must survive",
+    "k_count": "each row must keep exactly k finite logits (every row of the vocabulary axis, whatever the leading axes are)",
     "k_order": "a removed logit is larger than a kept one: keep the k *largest* of each row",
     "k_shape": "return a tensor of the logits' own shape",
-    "k_axis": "top-k over the wrong axis: each row (the last axis, the vocabulary) keeps its "
-    "own k largest logits; use dim=-1",
-    "k_all": "k may be >= V, the vocabulary size: then every token is kept. With k > V a "
-    "k-largest search asked for more than V values fails, so never ask for more than V",
-    "k_changed": "the kept logits must be unchanged (no softmax, no shift, no temperature): "
-    "only the removed ones become -inf",
+    "k_axis": "top-k over the wrong axis: each row (the last axis, the vocabulary) keeps its own k largest logits",
+    "k_all": "k may be >= V, the vocabulary size: then every token is kept. With k > V a k-largest search asked for more than V values fails, so never ask for more than V",
+    "k_changed": "the kept logits must be unchanged (no softmax, no shift, no temperature): only the removed ones become -inf",
     "k_steps": "Keep logits[..., v] if it is among the k largest of its row, else -inf.",
     # top-p
-    "p_error": "sort the probabilities of each row in decreasing order (torch.sort(..., "
-    "descending=True) also gives the order), take the cumulative sum, decide which sorted "
-    "positions to keep, then put the decision back in vocabulary order with scatter",
-    "p_exclusive": "you dropped the token that pushes the mass past p: the nucleus is the "
-    "*smallest set whose mass is >= p*, so it includes that token. Decide with the mass of "
-    "the tokens *before* each one, not the mass including it",
-    "p_empty": "a row lost every token: when the most likely token alone has probability >= p, "
-    "the nucleus is that one token; always keep the top token",
-    "p_unsorted": "you took the cumulative sum in vocabulary order: sort the probabilities "
-    "in decreasing order first (the nucleus is the most likely tokens)",
-    "p_ascending": "sorted in increasing order: the nucleus holds the most likely tokens, so "
-    "sort with descending=True",
-    "p_not_scattered": "you returned the logits in sorted order: the result must stay in "
-    "vocabulary order (position v is token v), so the keep/remove decision made on the sorted "
-    "tokens has to be put back at each token's own position",
-    "p_mask_sorted": "the keep/remove decision is still in sorted order but you applied it to "
-    "the logits in vocabulary order: entry j of the sorted decision belongs to the j-th most "
-    "likely token, not to token j; move each decision back to its token's position first",
-    "p_logits_cumsum": "you accumulated logits, not probabilities: the threshold p is a "
-    "probability mass, so turn the sorted logits into probabilities (a softmax) before the "
-    "running sum. Sorting by logits is fine: the order is the same as by probability",
-    "p_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0: "
-    "set them to float('-inf')",
-    "p_probs": "you returned probabilities; return *logits* (same shape), the removed ones set "
-    "to float('-inf')",
-    "p_steps": "Keep the most likely tokens, in order, until their total probability reaches "
-    "p (the token that reaches it included); set every other logit to -inf.",
+    "p_error": "logits are (..., V) and so is the answer: sort each row from most to least likely, keeping where each sorted token came from, add up the probabilities in that order, decide which sorted positions to keep, then put each decision back at its token's own position in vocabulary order",
+    "p_exclusive": "you dropped the token that pushes the mass past p: the nucleus is the *smallest set whose mass is >= p*, so it includes that token. Decide with the mass of the tokens *before* each one, not the mass including it",
+    "p_empty": "a row lost every token: when the most likely token alone has probability >= p, the nucleus is that one token; always keep the top token",
+    "p_unsorted": "you took the cumulative sum in vocabulary order: sort the probabilities in decreasing order first (the nucleus is the most likely tokens)",
+    "p_ascending": "sorted in increasing order: the nucleus holds the most likely tokens, so sort from the most likely token to the least likely",
+    "p_not_scattered": "you returned the logits in sorted order: the result must stay in vocabulary order (position v is token v), so the keep/remove decision made on the sorted tokens has to be put back at each token's own position",
+    "p_mask_sorted": "the keep/remove decision is still in sorted order but you applied it to the logits in vocabulary order: entry j of the sorted decision belongs to the j-th most likely token, not to token j; move each decision back to its token's position first",
+    "p_gather": "the decision was moved back the wrong way: you fetched each token's decision from the sorted position that the sort order names (a gather), but the sort order says where each sorted token *came from*, so entry j of the sorted decision must be *sent* to token order[j] (a scatter: the inverse permutation)",
+    "p_logits_cumsum": "you accumulated logits, not probabilities: the threshold p is a probability mass, so turn the sorted logits into probabilities (a softmax) before the running sum. Sorting by logits is fine: the order is the same as by probability",
+    "p_zero": "removed tokens were set to 0, but a logit of 0 still has probability exp(0) > 0: set them to floating-point minus infinity, -inf",
+    "p_probs": "you returned probabilities; return *logits* (same shape), the removed ones set to -inf",
+    "p_steps": "Keep the most likely tokens, in order, until their total probability reaches p (the token that reaches it included); set every other logit to -inf.",
 }
 H = SAMPLING_HINTS
 
@@ -111,17 +74,17 @@ H = SAMPLING_HINTS
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex10_1": (
-        "A language model's logits at position t are its guess for the *next* token, t + 1; the last position has nothing to predict and the first token is never predicted.",
+        "A language model's logits at position t are its guess for the *next* token, t + 1; the last position has nothing to predict and the first token is never predicted, so each side loses one position, at opposite ends. Off by one here is the classic language-model bug.",
         "Drop the last position of the logits and the first token of the sequence so they line up, flatten both (cross-entropy wants (N, V) and (N,)), and take the mean cross-entropy.",
         "V = logits.shape[-1]\nreturn F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1))",
     ),
     "ex10_2": (
-        "Top-k keeps each row's k largest logits untouched and removes the rest by making their logit -inf (probability 0 after the softmax); exactly k survive, even when several logits tie at the k-th value; with k >= V nothing is removed.",
+        "Top-k keeps each row's k largest logits untouched and removes the rest by making their logit -inf (probability 0 after the softmax); exactly k survive, even when several logits tie at the k-th value; with k >= V nothing is removed. Decide which *positions* survive, not which values: a threshold on the k-th value keeps every tied logit.",
         "Ask for the *indices* of each row's k largest logits along the last axis (never more than V of them), mark those positions True in a boolean tensor of the logits' shape, and fill every unmarked position with -inf in a new tensor. Comparing with the k-th largest value instead keeps every tied logit, more than k.",
         "k = min(k, logits.shape[-1])\nidx = torch.topk(logits, k, dim=-1).indices\nkeep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, idx, True)\nreturn logits.masked_fill(~keep, float('-inf'))",
     ),
     "ex10_3": (
-        "Top-p keeps the smallest set of most likely tokens whose probability reaches p, including the token that reaches it; the most likely token always survives.",
+        "Top-p keeps the smallest set of most likely tokens whose probability reaches p, including the token that reaches it; the most likely token always survives. The decision is easy in sorted order (a token is kept while the mass of the tokens before it is below p), but the answer is in vocabulary order, and the mass is a sum of probabilities, not of logits.",
         "Sort the logits in decreasing order (remember the order), turn them into probabilities, and keep a sorted token while the probability mass *before* it is still below p. Put each decision back at its token's own position, then set the removed logits to -inf.",
         "sorted_logits, order = logits.sort(dim=-1, descending=True)\nprobs = sorted_logits.softmax(-1)\nkeep_sorted = probs.cumsum(-1) - probs < p\nkeep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)\nreturn logits.masked_fill(~keep, float('-inf'))",
     ),
@@ -339,6 +302,8 @@ def _top_p_oracle(
             result = _keep(row[ranked].float(), keep[ranked], fill)
         elif scatter == "mask":  # the sorted-order decision applied to vocabulary-order logits
             result = _keep(row.float(), keep[ranked], fill)
+        elif scatter == "gather":  # moved back with the sort order itself, not its inverse
+            result = _keep(row.float(), keep[ranked][ranked], fill)
         out.append(result)
     return torch.stack(out).reshape(logits.shape)
 
@@ -381,6 +346,7 @@ def _top_p_case(fn, label: str, logits: torch.Tensor, p: float) -> None:
         (H["p_unsorted"], wrong(order="vocab")),
         (H["p_not_scattered"], wrong(scatter=False)),
         (H["p_mask_sorted"], wrong(scatter="mask")),
+        (H["p_gather"], wrong(scatter="gather")),
         (H["p_ascending"], wrong(order="asc")),
         (H["p_zero"], wrong(fill=0.0)),
         (H["p_probs"], lambda: expected.softmax(dim=-1)),
