@@ -8,7 +8,8 @@ failure message.
 What counts as "a message a check can print": every module-level string constant, and every
 string value (nested dicts included) of a module-level dict, of every module in
 `course_lib/checks/` (`_hints.py` included). Left out: `LADDERS` (its last level shows code by
-design; tests/test_checks_hints.py keeps the earlier levels free of solution lines), dunder names
+design; its earlier levels are held to rule 2 below by their own test, and
+tests/test_checks_hints.py keeps them free of solution lines), dunder names
 such as `__all__`, and aliases (`H = DECODING_HINTS` is checked once, under its first name).
 
 Two rules, each parametrised per checks module, so a failure names the module and lists every
@@ -252,4 +253,19 @@ def test_no_message_contains_a_solution_line(stem, solutions):
 def test_no_message_contains_code(stem):
     found = {where: code_fragments(text) for where, text in messages(stem).items()}
     offending = [f"{where}: {', '.join(hits)}" for where, hits in found.items() if hits]
+    assert not offending, f"course_lib/checks/{stem}.py:\n" + "\n".join(offending)
+
+
+# each notebook's module holds its ladders (the package's LADDERS is their union)
+@pytest.mark.parametrize(
+    "stem", [s for s in MODULES if "LADDERS" in _assigned_names(s) and s != "__init__"]
+)
+def test_no_hint_level_before_the_last_contains_code(stem):
+    ladders = _module(stem).LADDERS
+    offending = [
+        f"{stem}.LADDERS[{exercise!r}] level {level}: {', '.join(hits)}"
+        for exercise, ladder in ladders.items()
+        for level, text in enumerate(ladder[:-1], 1)
+        if (hits := code_fragments(text))
+    ]
     assert not offending, f"course_lib/checks/{stem}.py:\n" + "\n".join(offending)

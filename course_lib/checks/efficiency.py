@@ -89,7 +89,7 @@ LADDERS: dict[str, tuple[str, ...]] = {
     ),
     "ex11_2": (
         "The cache holds positions 0 .. T_past - 1; the T_new new tokens are positions T_past .. T_past + T_new - 1. Each new query may read every cached position and the new ones up to its own: the causal rule written in absolute positions. The usual trap: a square causal mask (or PyTorch's is_causal switch) is aligned top-left, as if the new queries were positions 0 .. T_new - 1.",
-        "Join cache and new keys (and values) along the positions axis, cache first. Build a boolean (T_new, T_all) mask from two position ranges: row i holds the absolute position T_past + i, column j the key position j, and True where j <= that row's position. A square lower triangle (or is_causal=True) is aligned top-left, which is wrong here.",
+        "Join cache and new keys (and values) along the positions axis, cache first. Build a boolean (T_new, T_all) mask from two position ranges: row i holds the absolute position T_past + i, column j the key position j, and True where j <= that row's position. A square lower triangle (or PyTorch's is_causal switch) is aligned top-left, which is wrong here.",
         "k_all = torch.cat([cache_k, k_new], dim=2); v_all = torch.cat([cache_v, v_new], dim=2)\nT_new, T_all = q_new.shape[2], k_all.shape[2]\nmask = torch.arange(T_all)[None, :] <= torch.arange(T_all - T_new, T_all)[:, None]\nout = F.scaled_dot_product_attention(q_new, k_all, v_all, attn_mask=mask)\nreturn out, k_all, v_all",
     ),
 }
