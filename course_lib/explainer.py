@@ -153,7 +153,8 @@ def draw_stage(t: Trace, index: int) -> Figure:
             weight="bold",
         )
         ax.set_title(f"{title}\ngreedy choice: {choice!r} (p = {p:.2f}); append it and run again")
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # the course style already lays figures out (constrained)
+        fig.tight_layout()
     return fig
 
 

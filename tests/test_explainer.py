@@ -12,6 +12,7 @@ import torch
 
 from course_lib.data import CharVocab
 from course_lib.explainer import (
+    draw_stage,
     explainer_frames,
     stage_name,
     stages,
@@ -93,3 +94,14 @@ def test_a_vocabulary_of_another_size_is_refused(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="vocabulary has 6 tokens but the model predicts"):
         trace(model, CharVocab("ab"), "ab")
+
+
+def test_every_stage_draws_under_the_course_style(tiny):
+    """The notebooks call use_course_style(), whose constrained layout refuses tight_layout."""
+    model, vocab = tiny
+    with plt.rc_context({"figure.constrained_layout.use": True}):
+        t = trace(model, vocab, "ab")
+        for index in range(len(stages(t.layers))):
+            fig = draw_stage(t, index)
+            assert fig.get_layout_engine() is not None
+            plt.close(fig)
