@@ -27,28 +27,40 @@ from ._machinery import (
 )
 
 CROSS_HINTS = {
-    "error": "mha(query, key, value, mask) returns a tuple (out, weights); the query is the "
-    "normalised decoder states (B, L_t, D), key and value the encoder memory (B, L_s, D), mask "
-    "src_mask (B, 1, 1, L_s) or None; norm maps (B, L_t, D) to (B, L_t, D)",
-    "tuple": "you returned a tuple: mha(...) gives (out, weights); the sublayer returns only the new decoder states, one (B, L_t, D) tensor",
-    "no_residual": "the residual is missing: return x + cross-attention, not the cross-attention "
-    "alone; without `x +` the decoder state is replaced by a mix of source vectors",
-    "post_ln": "this is post-LN (norm after the residual add, as in the 2017 paper): the exercise asks for pre-LN, where the norm is applied to the sublayer's input and the residual adds to the raw x",
-    "residual_from_normed": "the residual adds the normalised vector: the residual path must carry the raw x, and only the sublayer's input is normalised",
-    "self_attention": "keys and values came from the decoder: that is self-attention. In cross-attention the queries come from the (normalised) decoder states and the keys and values from the encoder output, memory",
-    "memory_normed": "memory was normalised too: the encoder already normalised its output, and "
-    "`norm` belongs to the decoder; pass memory as it is for the keys and values",
+    "error": "mha(query, key, value, mask) takes a query (B, L_q, D) and a key and a value "
+    "(B, L_k, D) of one same length L_k, and a mask (B, 1, 1, L_k) or None; it returns a tuple "
+    "(out, weights), out of shape (B, L_q, D); norm maps (..., D) to (..., D)",
+    "tuple": "you returned a tuple: mha gives (out, weights), but the sublayer returns only the "
+    "new decoder states, one (B, L_t, D) tensor",
+    "no_residual": "the residual is missing: you returned what cross-attention brings back, so "
+    "the decoder's own state is replaced by a mix of source vectors (section 5); a sublayer "
+    "adds its output to the residual stream",
+    "post_ln": "this is post-LN (norm after the residual add, as in the 2017 paper): the "
+    "exercise asks for pre-LN, where the norm is applied to the sublayer's input and the "
+    "residual adds to the raw x",
+    "residual_from_normed": "the residual adds the normalised vector: the residual path must "
+    "carry the raw x, and only the sublayer's input is normalised",
+    "self_attention": "keys and values came from the decoder: that is self-attention. In "
+    "cross-attention the decoder asks (the queries) and the encoder's memory answers (the keys "
+    "and the values)",
+    "memory_normed": "memory was normalised with the sublayer's norm: that LayerNorm belongs to "
+    "the decoder's stream, and the memory arrives already normalised by the encoder's final "
+    "LayerNorm",
     "query_not_normed": "the queries were not normalised: pre-LN normalises the sublayer's "
-    "input, so the query is norm(x), while the residual adds the raw x",
-    "keys_values_mixed": "keys and values must both be the encoder memory",
-    "mask_ignored": "the source padding mask was ignored: PAD positions of the source receive "
-    "attention; pass src_mask to mha",
-    "mask_reversed": "mask polarity reversed: src_mask is True at real source tokens (may "
-    "attend); pass it as it is, do not invert it",
-    "shape": "The result has x's shape (B, L_t, D): one row per target position. Queries come "
-    "from x (the decoder), so the output has x's length, not memory's",
-    "steps": "Pre-LN cross-attention: normalise the decoder states, let them query the encoder "
-    "memory (keys and values) under src_mask, and add what comes back to the raw x.",
+    "input, so the queries are the normalised decoder states, while the residual adds the raw x",
+    "keys_values_mixed": "keys and values came from different sequences: in cross-attention "
+    "both are the encoder's memory (the keys decide where each query reads, the values are what "
+    "it reads there)",
+    "mask_ignored": "the source padding mask was ignored: the PAD positions of the source "
+    "receive attention; the mask has to reach the attention",
+    "mask_reversed": "mask polarity reversed: src_mask is True at the real source tokens (may "
+    "attend), the course's convention for every mask; you hid the real tokens and let PAD in",
+    "shape": "The result has x's shape (B, L_t, D): one row per target position, because the "
+    "decoder's positions are the ones that ask",
+    "steps": "This is not the pre-LN cross-attention sublayer of section 3. Check which "
+    "sequence supplies the queries and which the keys and values, what the sublayer's "
+    'LayerNorm is applied to, and what the result is added to; hint("ex7_1") goes one step '
+    "further each time you call it.",
 }
 
 CrossAttentionFn = Callable[..., Any]
@@ -57,8 +69,13 @@ CrossAttentionFn = Callable[..., Any]
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex7_1": (
-        "In cross-attention the decoder asks and the encoder answers; pre-LN normalises what goes into the sublayer and adds the sublayer's output to the raw input.",
-        "Queries come from the normalised decoder states; keys and values are the encoder memory as it is (already normalised by the encoder); pass src_mask; mha returns (out, weights); the residual adds out to the raw x.",
+        "In cross-attention the decoder asks and the encoder answers: decide which sequence gives "
+        "the queries and which the keys and values. Pre-LN normalises only the copy of the "
+        "decoder's stream that goes into the sublayer (the memory already comes normalised from "
+        "the encoder), and the sublayer's output is added to the raw stream, not put in its place.",
+        "Queries: norm applied to x. Keys and values: memory, both, as it is. Pass src_mask to "
+        "mha unchanged (True = may attend). mha returns (out, weights): keep out, (B, L_t, D), "
+        "and add it to the raw x.",
         "out, _ = mha(norm(x), memory, memory, src_mask)\nreturn x + out",
     ),
 }
@@ -84,6 +101,7 @@ class _CourseStyleMHA:
         need_weights: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """query (B, L_q, D), key/value (B, L_k, D) -> (out (B, L_q, D), weights (B, H, L_q, L_k))."""
+        self._require_shapes(query, key, value)
         pad = None
         if mask is not None:
             B, L_k = key.shape[0], key.shape[1]
@@ -94,6 +112,22 @@ class _CourseStyleMHA:
         return out, (weights if need_weights else None)
 
     forward = __call__
+
+    def _require_shapes(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Raise a ValueError naming the misfit, where PyTorch would raise a bare AssertionError."""
+        D = self.mha.embed_dim
+        shapes = {n: tuple(t.shape) for n, t in (("query", query), ("key", key), ("value", value))}
+        for name, shape in shapes.items():
+            if len(shape) != 3 or shape[-1] != D:
+                raise ValueError(f"mha got a {name} of shape {shape}: it takes (B, L, {D}) tensors")
+        if shapes["key"] != shapes["value"]:
+            raise ValueError(
+                f"mha got a key of shape {shapes['key']} and a value of shape {shapes['value']}: "
+                "keys and values are one sequence, one value per key"
+            )
+        if shapes["query"][0] != shapes["key"][0]:
+            B_q, B_k = shapes["query"][0], shapes["key"][0]
+            raise ValueError(f"mha got queries for {B_q} sentences and keys for {B_k}")
 
 
 def _random_mha(g: torch.Generator, D: int, H: int) -> nn.MultiheadAttention:
@@ -138,7 +172,8 @@ def _wired(
         "memory": (memory, memory),
         "self": (h, h),
         "normed_memory": (norm(memory), norm(memory)),
-        "mixed": (memory, h),  # raises when L_t != L_s: the variant is then skipped
+        "mixed": (memory, h),  # these two raise when L_t != L_s: the variant is then skipped
+        "mixed_rev": (h, memory),
     }[kv]
     out = mha(q, keys, values, m)[0]
     if not residual:
@@ -160,7 +195,7 @@ def check_cross_attention(fn: CrossAttentionFn) -> None:
     cases = [  # (B, L_t, L_s, D, H, lengths of the real source tokens or None)
         (2, 3, 5, 8, 2, None),
         (3, 4, 6, 12, 3, [6, 4, 2]),
-        (1, 5, 4, 16, 4, None),
+        (1, 5, 5, 16, 4, [3]),  # L_t = L_s: keys and values from different sequences run
     ]
     for i, (B, L_t, L_s, D, H, lengths) in enumerate(cases, 1):
         desc = f"x {(B, L_t, D)}, memory {(B, L_s, D)}, {H} heads"
@@ -195,6 +230,7 @@ def _cross_case(fn, label: str, x, memory, mha, norm, mask) -> None:
         (h["memory_normed"], wrong(kv="normed_memory")),
         (h["query_not_normed"], wrong(query_normed=False)),
         (h["keys_values_mixed"], wrong(kv="mixed")),
+        (h["keys_values_mixed"], wrong(kv="mixed_rev")),
     ]
     if mask is not None:
         mistakes += [
@@ -219,20 +255,28 @@ FIELD_HINTS = {
     "sum_rows": "you summed over the output rows of a field: the result would grow with the "
     "field's length (a year has 4 rows, a month 2); average the rows so each entry stays a "
     "share between 0 and 1",
-    "inclusive": "off by one: end is exclusive, as in Python slices; text[start:end] is the field",
+    "inclusive": "off by one: end is exclusive, as in a Python slice; a field covers the "
+    "positions start, start + 1, ..., end - 1",
     "swapped_spans": "out_fields index the rows (the decoder positions) and src_fields the "
     "columns (the source characters); you used them the other way round",
-    "values": "each entry is the mean, over the rows of one output field, of the total weight "
-    "those rows put on the characters of one source field",
+    "renormalised": "the rows of your table sum to 1: spaces and punctuation belong to no "
+    "field, so the shares one output field gives the source fields may add up to less than 1; "
+    "each entry is a share of the whole row of weights, not of the fields' total",
+    "values": "Each entry is a share between 0 and 1, and a row of the table sums to at most "
+    "1; compare how you combine one row's weights on the characters of a source field, and "
+    "how you combine the several rows of one output field, with the definition in the prompt",
 }
 
 FIELD_LADDER = (
     "Row i of the weights is how decoder position i spreads its attention over the source "
-    "characters; it sums to 1. The share one source field gets is the total weight on its "
-    "characters; an output field has several rows, so take their average share.",
-    "For output field f (rows a:b) and source field g (columns c:d): slice the block of weights, "
-    "sum it over the columns (one share per row), then average those shares over the rows. "
-    "Stack the numbers into a (len(out_fields), len(src_fields)) tensor, keeping the dicts' order.",
+    "characters; it sums to 1. The share one row gives a source field is the total weight on "
+    "that field's characters, not their average (a long field is not penalised). An output "
+    "field has several rows, and an entry must stay a share between 0 and 1 whatever the "
+    "field's length.",
+    "For output field f (rows a to b) and source field g (columns c to d), end exclusive: take "
+    "the block of weights, sum it over the columns (one share per row), then average those "
+    "shares over the rows. Stack the numbers into a (len(out_fields), len(src_fields)) tensor, "
+    "keeping the dicts' order.",
     "return torch.tensor([[weights[a:b, c:d].sum(-1).mean().item() for c, d in src_fields.values()]\n"
     "                     for a, b in out_fields.values()])",
 )
@@ -251,6 +295,8 @@ def _fields_expected(weights: torch.Tensor, out_f: dict, src_f: dict, **knobs: A
             block = w[a : b + extra, c : d + extra]
             per_row = block.mean(-1) if knobs.get("mean_keys") else block.sum(-1)
             grid[i, j] = per_row.sum() if knobs.get("sum_rows") else per_row.mean()
+    if knobs.get("renormalise"):
+        grid = grid / grid.sum(-1, keepdim=True)
     return grid.T if knobs.get("transpose") else grid
 
 
@@ -290,5 +336,6 @@ def _field_case(fn, label: str, weights: torch.Tensor, out_f: dict, src_f: dict)
         (h["sum_rows"], wrong(sum_rows=True)),
         (h["inclusive"], wrong(inclusive=True)),
         (h["swapped_spans"], lambda: _fields_expected(weights.T, src_f, out_f).T),
+        (h["renormalised"], wrong(renormalise=True)),
     ]
     compare(label, [table], [expected], ("the table",), mistakes, h["shape"], h["values"])

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from . import _answers as O
-from ._hints import HINTS
 from ._machinery import (
     as_tensors,
     call_learner,
@@ -27,9 +26,9 @@ from ._machinery import (
 )
 
 ENCODER_HINTS = {
-    "error": "self_attn(q, k, v, mask) takes three (B, L, D) tensors (queries, keys, values; all "
-    "the same normalised x for self-attention) and returns one (B, L, D) tensor; ff(h), "
-    "norm1(h) and norm2(h) map (B, L, D) to (B, L, D)",
+    "error": "self_attn(q, k, v, mask) takes three (B, L, D) tensors (queries, keys, values) "
+    "and a mask (B, 1, 1, L) or None, and returns one (B, L, D) tensor; ff(h), norm1(h) and "
+    "norm2(h) map (B, L, D) to (B, L, D)",
     "no_residual": "no residual connections: each sublayer's output must be *added* to its "
     "input; a sublayer that replaces its input makes the block forget it",
     "no_attn_residual": "the attention sublayer has no residual: its output must be added to the raw x, not replace it",
@@ -47,7 +46,9 @@ ENCODER_HINTS = {
     "queries, keys and values are all the same normalised copy of x",
     "order": "feed-forward before self-attention: an encoder layer attends first (tokens "
     "exchange information), then transforms each token with the feed-forward network",
-    "steps": "Pre-LN: each sublayer adds its output to the raw x, and only its input is normalised: norm1 before self-attention, norm2 before the feed-forward network.",
+    "steps": "out is not the pre-LN encoder layer of section 1. Check, for each sublayer, "
+    "which tensor it reads, which LayerNorm comes before it, and what its output is added to; "
+    'hint("ex8_1") goes one step further each time you call it.',
 }
 
 
@@ -55,17 +56,30 @@ ENCODER_HINTS = {
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex8_1": (
-        "A pre-LN encoder layer is two sublayers, each 'normalise a copy, transform it, add the result back to the raw input': first self-attention, then the feed-forward network.",
-        "Use norm1 before self-attention (queries, keys and values are all the same normalised x; pass the mask) and norm2 before ff; both residuals add to the un-normalised running x.",
+        "A pre-LN encoder layer is two sublayers, each 'normalise a copy, transform it, add the "
+        "result back to the running vector': first self-attention, then the feed-forward network. "
+        "The running vector itself is never normalised inside the block, and in self-attention "
+        "the queries, keys and values are all the same normalised copy.",
+        "Use norm1 before self-attention (queries, keys and values are all the same normalised x; "
+        "pass the mask) and norm2 before ff; both residuals add to the un-normalised running x.",
         "h = norm1(x)\nx = x + self_attn(h, h, h, mask)\nreturn x + ff(norm2(x))",
     ),
     "ex8_2": (
-        "LayerNorm standardises each token's own feature vector (mean 0, variance 1 over its D features), then applies a learned scale gamma and shift beta.",
-        "Mean and variance over the last axis, keeping that axis (size 1) so they broadcast against x; the variance is the biased one (divide by D, as nn.LayerNorm); eps goes inside the square root; then times gamma plus beta.",
+        "LayerNorm standardises each token's own feature vector (mean 0, variance 1 over its D "
+        "features), then applies a learned scale gamma and shift beta. Two usual traps: "
+        "PyTorch's variance and standard deviation divide by D - 1 unless told otherwise, while "
+        "the formula's variance divides by D; and eps belongs inside the square root.",
+        "Mean and variance over the last axis (whatever x's rank), keeping that axis with size 1 "
+        "so they broadcast against x; the variance is the biased one (divide by D, as "
+        "nn.LayerNorm); add eps to it, take the square root, divide; then times gamma plus beta.",
         "mean = x.mean(dim=-1, keepdim=True)\nvar = x.var(dim=-1, unbiased=False, keepdim=True)\nreturn (x - mean) / torch.sqrt(var + eps) * gamma + beta",
     ),
     "ex8_3": (
-        "Read the two probes as symptoms. A leak into earlier positions under a causal mask means something mixes positions outside attention; a mean cosine near 1 after a deep stack means the tokens collapsed onto one direction (section 3). Fix one bug, run the probes again.",
+        "Read the two probes as symptoms. A leak into earlier positions under a causal mask means "
+        "something mixes positions outside attention: which operation could let a position see "
+        "later ones (section 7)? A mean cosine near 1 after a deep stack means the tokens "
+        "collapsed onto one direction: which part of a block keeps a token's own vector alive "
+        "through a deep stack (section 3)? Fix one bug, run the probes again.",
         "The hand-written norm averages over the wrong axis (which axis holds one token's features?), and one sublayer forgets the identity path that the other one has. Everything else in the colleague's code is right.",
         "In norm: mean and var over dim=-1 (one token's D features).\nx = x + attn(h, h, h, mask)\nreturn x + ff(norm(x, g2, b2))",
     ),
@@ -74,8 +88,8 @@ LADDERS: dict[str, tuple[str, ...]] = {
 BLOCK_HINTS = {
     "error": "attn(q, k, v, mask) takes three (B, L, D) tensors and returns one (B, L, D) tensor; "
     "ff(h) maps (B, L, D) to (B, L, D); g1, b1, g2, b2 are (D,) gains and biases",
-    "both": "this is still the colleague's block: both bugs are there. Run the two probes on "
-    "your function: one bug mixes positions outside attention, the other removes an identity path",
+    "both": "this is still the colleague's block: both bugs are there. Run block_symptoms on "
+    "your function and read each number as a symptom; after one fix, run it again",
     "positions": "the norm still averages over the positions of each sequence: then position i "
     "reads a summary of later positions, which no causal mask can stop (the probe's leak). "
     "LayerNorm averages over one token's own features",
@@ -98,8 +112,9 @@ BLOCK_HINTS = {
     "input is normalised and the residual path stays un-normalised",
     "mask_ignored": "the mask was not passed to attn: with a causal mask left out, position i "
     "attends to later positions; pass mask on",
-    "steps": "Two bugs, nothing else: fix the axis the norm averages over and the missing "
-    "residual of one sublayer; leave the rest of the colleague's code as it is.",
+    "steps": "The colleague's block has exactly two bugs and everything else in it is right: "
+    "change only what the probes point to. A correct block reads leak 0 and a mean cosine well "
+    'below 1 in block_symptoms; hint("ex8_3") goes one step further each time you call it.',
 }
 
 
@@ -242,9 +257,82 @@ def _encoder_case(fn, label: str, layer: nn.TransformerEncoderLayer, x, mask) ->
     )
 
 
+# Exercise 8.2: LayerNorm from scratch. Texts a failing check can show.
+LN_HINTS = {
+    "error": "x is (..., D) and gamma, beta are (D,); each token's mean and variance must keep a "
+    "size-1 feature axis so that they broadcast against x",
+    "rank": "this x is {rank}-D: the exercise asks for any number of leading axes, a single "
+    "token (D,) included. The features are always the last axis, whatever x's rank, so do not "
+    "count on x being (B, L, D)",
+    "batchnorm": "normalised over the batch axis (BatchNorm-like): a sentence's output then "
+    "depends on its batch-mates. LayerNorm takes one mean and one variance per token, over its "
+    "own D features",
+    "positions": "normalised over the positions of each sequence: a token's output then depends "
+    "on the other (later) tokens. LayerNorm takes one mean and one variance per token, over its "
+    "own D features",
+    "whole": "normalised over more than one token (a whole sequence or the whole tensor): "
+    "LayerNorm takes one mean and one variance per token, over its own D features only",
+    "fixed_axis": "your statistics are over axis 2, which holds the features only when x is "
+    "(B, L, D): this x has two leading batch axes, and its features are the last axis. The "
+    "exercise asks for any number of leading axes",
+    "unbiased": "unbiased variance (divided by D - 1): PyTorch's variance and standard "
+    "deviation divide by D - 1 unless told otherwise, while LayerNorm's variance divides by D "
+    "(section 5's formula, and nn.LayerNorm)",
+    "unbiased_no_eps": "unbiased variance (divided by D - 1) and no eps: LayerNorm's variance "
+    "divides by D, and eps is added to it before the square root",
+    "eps_outside": "eps outside the square root: LayerNorm adds eps to the variance first, then "
+    "takes the square root",
+    "std": "you divided by std + eps with the unbiased std: two differences from LayerNorm, "
+    "which divides by the square root of (biased variance + eps)",
+    "no_eps": "eps is missing: it is added to the variance before the square root, so a "
+    "constant vector does not divide by zero and a tiny variance is not blown up",
+    "fixed_eps": "eps is hard-coded: use the eps argument you were given",
+    "no_sqrt": "divided by the variance itself: standardising divides by the standard "
+    "deviation, the square root of (variance + eps)",
+    "no_centre": "the mean was not subtracted: LayerNorm centres each token (its features minus "
+    "their mean) before dividing by the standard deviation",
+    "rms": "this is RMSNorm (section 5): you divided by the root mean square without centring. "
+    "LayerNorm subtracts each token's mean and divides by the standard deviation around it",
+    "no_affine": "forgot gamma and beta: after normalising, scale each feature by gamma and "
+    "shift it by beta",
+    "no_beta": "forgot beta: after the scale gamma, shift each feature by beta",
+    "no_gamma": "forgot gamma: scale each normalised feature by gamma before the shift beta",
+    "swapped": "gamma and beta swapped: gamma scales the normalised features, beta shifts them",
+    "values": "compare with the formula of section 5: per token, the mean and the variance "
+    "(1/D) Σ (x_d - μ)² of its D features, eps inside the square root, then gain and bias",
+}
+
+
+def _ln(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    eps: float,
+    dims: tuple[int, ...] = (-1,),
+    unbiased: bool = False,
+    eps_where: str = "inside",
+    centre: bool = True,
+    spread: str = "std",
+) -> torch.Tensor:
+    """LayerNorm with knobs for the typical mistakes (float64, so variants are exact)."""
+    x = x.double()
+    mean = x.mean(dim=dims, keepdim=True)
+    var = x.var(dim=dims, keepdim=True, unbiased=unbiased)
+    if spread == "rms":  # RMSNorm: no centring, root mean square of the raw x
+        var = (x**2).mean(dim=dims, keepdim=True)
+    y = x - mean if centre else x
+    if spread == "var":  # divided by the variance, not its square root
+        y = y / (var + eps)
+    else:
+        denom = {"inside": (var + eps).sqrt(), "outside": var.sqrt() + eps, "none": var.sqrt()}
+        y = y / denom[eps_where]
+    y = y * gamma.double() if gamma is not None else y
+    return y + beta.double() if beta is not None else y
+
+
 @isolated
 def check_layer_norm(fn: Callable[..., torch.Tensor]) -> None:
-    """Check fn(x (B, L, D), gamma (D,), beta (D,), eps=1e-5) against nn.LayerNorm."""
+    """Check fn(x (..., D), gamma (D,), beta (D,), eps=1e-5) against nn.LayerNorm, any rank."""
     name = "layer_norm"
     require_callable(fn, name)
     g = torch.Generator().manual_seed(5)
@@ -253,6 +341,8 @@ def check_layer_norm(fn: Callable[..., torch.Tensor]) -> None:
         ("x (3, 4, 6), scaled and shifted", (3, 4, 6), 3.0, 2.0, 1e-5),
         ("x (2, 3, 8), tiny variance", (2, 3, 8), 0.01, 0.0, 1e-5),
         ("x (2, 4, 8), tiny variance, eps=1e-3", (2, 4, 8), 0.01, 1.0, 1e-3),
+        ("x (2, 2, 3, 8), two leading batch axes", (2, 2, 3, 8), 2.0, -1.0, 1e-5),
+        ("x (8,), a single token", (8,), 2.0, 1.0, 1e-5),
     ]
     for i, (desc, shape, scale, shift, eps) in enumerate(cases, 1):
         x = randn(g, *shape) * scale + shift
@@ -261,29 +351,63 @@ def check_layer_norm(fn: Callable[..., torch.Tensor]) -> None:
     passed(name, len(cases))
 
 
+def _axis_mistakes(rank: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(hint key, axes) for statistics taken over the wrong axes of a rank-`rank` x."""
+    if rank == 3:
+        return [("batchnorm", (0,)), ("batchnorm", (0, 1)), ("positions", (1,)),
+                ("whole", (1, 2)), ("whole", (0, 1, 2))]  # fmt: skip
+    if rank == 4:
+        return [("fixed_axis", (2,)), ("batchnorm", (0,)),
+                ("positions", (2,)), ("whole", (2, 3)), ("whole", (0, 1, 2, 3))]  # fmt: skip
+    return []
+
+
 def _layer_norm_case(fn, label: str, x, gamma, beta, eps: float) -> None:
-    """One layer_norm case, compared with F.layer_norm."""
-    hint = "mean and var over the last axis with keepdim=True keep them broadcastable"
+    """One layer_norm case, compared with nn.LayerNorm's functional form."""
+    h = LN_HINTS
     expected = torch.nn.functional.layer_norm(x, x.shape[-1:], gamma, beta, eps)
-    result = call_learner(fn, label, (x, gamma, beta, eps), hint)
+    error = h["error"] if x.dim() == 3 else h["rank"].format(rank=x.dim())
+    result = call_learner(fn, label, (x, gamma, beta, eps), error)
     (out,) = as_tensors(result, label, ("the output",))
 
     def wrong(gamma=gamma, beta=beta, eps=eps, **knobs: Any) -> Callable[[], torch.Tensor]:
-        return lambda: O.layer_norm(x, gamma, beta, eps, **knobs)
+        return lambda: _ln(x, gamma, beta, eps, **knobs)
 
-    mistakes = [(HINTS["ln_batchnorm"], wrong(dims=d)) for d in ((0,), (1,), (0, 1), (0, 1, 2))]
+    mistakes = [(h[key], wrong(dims=d)) for key, d in _axis_mistakes(x.dim())]
     mistakes += [
-        (HINTS["ln_unbiased"], wrong(unbiased=True)),
-        (HINTS["ln_eps_outside"], wrong(eps_where="outside")),
-        (HINTS["ln_std"], wrong(unbiased=True, eps_where="outside")),
-        (HINTS["ln_no_eps"], wrong(eps_where="none")),
-        (HINTS["ln_fixed_eps"], wrong(eps=1e-5)),
-        (HINTS["ln_no_affine"], wrong(gamma=None, beta=None)),
-        (HINTS["ln_no_beta"], wrong(beta=None)),
-        (HINTS["ln_no_gamma"], wrong(gamma=None)),
-        (HINTS["ln_swapped"], wrong(gamma=beta, beta=gamma)),
+        (h["unbiased"], wrong(unbiased=True)),
+        (h["eps_outside"], wrong(eps_where="outside")),
+        (h["std"], wrong(unbiased=True, eps_where="outside")),
+        (h["no_eps"], wrong(eps_where="none")),
+        (h["unbiased_no_eps"], wrong(unbiased=True, eps_where="none")),
+        (h["fixed_eps"], wrong(eps=1e-5)),
+        (h["no_sqrt"], wrong(spread="var")),
+        (h["rms"], wrong(centre=False, spread="rms")),
+        (h["no_centre"], wrong(centre=False)),
+        (h["no_affine"], wrong(gamma=None, beta=None)),
+        (h["no_beta"], wrong(beta=None)),
+        (h["no_gamma"], wrong(gamma=None)),
+        (h["swapped"], wrong(gamma=beta, beta=gamma)),
     ]
-    compare(label, [out], [expected], ("the output",), mistakes, "Same shape as x.")
+    mistakes = _nearest_first(out, mistakes)
+    compare(label, [out], [expected], ("the output",), mistakes, "Same shape as x.", h["values"])
+
+
+def _nearest_first(out: torch.Tensor, mistakes: list) -> list:
+    """The mistakes, the variant nearest to out first: with a variance near 1, eps barely moves
+    the output, so several variants can match within the tolerance; the nearest is the one made."""
+
+    def distance(mistake) -> float:
+        try:
+            candidate = mistake[1]()
+        except Exception:  # a variant that cannot run on this case
+            return float("inf")
+        if candidate.shape != out.shape:
+            return float("inf")
+        d = (candidate.double() - out.double()).abs().max().item()
+        return d if d == d else float("inf")  # NaN sorts last
+
+    return sorted(mistakes, key=distance)  # stable: ties keep the listed order
 
 
 class _CausalSublayers(_Sublayers):
