@@ -4,7 +4,9 @@ above all: the chained Jacobian norms ||dh_T / dh_(T-d)|| of a tanh RNN."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 from torch import nn
@@ -192,3 +194,61 @@ def test_messages_of_1_1_and_1_2_name_the_idea_without_code(exercise, wrong, phr
     assert phrase.lower() in message.lower(), message
     for code in (".T", "h_new**2", "[:, :, None]", "@ W"):
         assert code not in message, message
+
+
+# --- issue #14: the prompts state the task, not the traps; the traps live in the ladders ---------
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_rnn_bottlenecks.ipynb"
+PROMPTS = {"ex1_1": "5f1b4af7", "ex1_2": "9cd4529a", "ex1_3": "a01ex13p"}  # markdown cell ids
+NUDGES = {  # sentences that pre-empted the classic mistakes, now at hint level 1 or 2
+    "ex1_1": ("which way round", "(out, in)"),
+    "ex1_2": ("never need", "which index", "row or a column"),
+    "ex1_3": ("distance-0 term comes from", "which state each step", "on which side"),
+}
+
+
+def _prompt(exercise: str) -> str:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    return next(c.source for c in nb.cells if c.get("id") == PROMPTS[exercise])
+
+
+@pytest.mark.parametrize("exercise", sorted(PROMPTS))
+def test_the_prompt_names_no_trap_and_the_first_hint_level_does(exercise):
+    prompt = _prompt(exercise)
+    assert prompt.startswith(f"### Exercise {exercise[2]}.{exercise[4]}")
+    for nudge in NUDGES[exercise]:
+        assert nudge not in prompt, nudge
+    level_1 = checks.LADDERS[exercise][0]
+    assert any(nudge in level_1 for nudge in NUDGES[exercise]), level_1
+
+
+def test_the_prompt_of_1_3_keeps_its_requirements():
+    prompt = _prompt("ex1_3")
+    assert "(B, T+1)" in prompt and "operator norm" in prompt
+    assert r"entry 0 is $\partial h_T / \partial h_T$" in prompt
+
+
+@pytest.mark.parametrize(("exercise", "args"), [("ex1_1", "x, h, W_ih, W_hh, b_ih, b_hh"),
+                                                ("ex1_2", "h_new, W_hh")])  # fmt: skip
+def test_the_last_hint_levels_of_1_1_and_1_2_are_answers_that_pass(exercise, args, capsys):
+    space = {"torch": torch}
+    exec(f"def f({args}):\n    {checks.LADDERS[exercise][-1]}\n", space)  # noqa: S102
+    getattr(checks, f"check_{checks.EXERCISE_IDS[exercise]}")(space["f"])
+    assert "all 3 cases pass" in capsys.readouterr().out
+
+
+def test_the_hint_levels_before_the_last_show_no_library_call():
+    for exercise in PROMPTS:
+        for level in checks.LADDERS[exercise][:-1]:
+            assert "torch." not in level and "ord=" not in level, level
+
+
+def test_an_rnn_cell_written_for_column_vectors_is_told_each_row_is_an_example():
+    def columns(x, h, W_ih, W_hh, b_ih, b_hh):  # (H, B): the textbook W x + b, one column each
+        return torch.tanh(W_ih @ x.T + b_ih[:, None] + W_hh @ h.T + b_hh[:, None])
+
+    with pytest.raises(AssertionError) as info:
+        checks.check_rnn_cell(columns)
+    message = str(info.value)
+    assert "(H, B)" in message and "column-vector" in message and "ROW is one example" in message
+    assert ".T" not in message and "@" not in message

@@ -16,6 +16,7 @@ from . import _answers as O
 from ._hints import HINTS, MASK_HINTS
 from ._machinery import (
     NAN_MASK_HINT,
+    _all_close,
     as_tensors,
     call_learner,
     case_label,
@@ -26,16 +27,42 @@ from ._machinery import (
     require_callable,
 )
 
+# The messages of the pooling half that 2.1 and 2.2 share (scores (B, L) -> weights -> context).
+RNN_POOL_HINTS = {
+    "batch": "softmax over the wrong axis (the batch axis): each example's weights must sum to "
+    "1 over its own L source positions, so the softmax runs over the last axis of the (B, L) "
+    "scores, the positions",
+    "fill_zero": "hidden scores were filled with 0 instead of -inf: 0 is an ordinary score, and "
+    "exp(0) = 1, so the PAD positions still take part of the weight and pull the context "
+    "towards their states. A hidden position needs a score whose exponential is exactly 0, and "
+    "only -inf gives that",
+    "extra_axis": "an extra size-1 axis is left in the answer (context (B, 1, H_enc) or weights "
+    "(B, L, 1)): the axis you added for a batched product is still there. The answer is context "
+    "(B, H_enc) and weights (B, L)",
+    "batch_mix": "context is (B, B, H_enc): the (B, L) weights were multiplied as ONE matrix "
+    "with every sentence's keys, so each sentence's keys were averaged with the weights of "
+    "every sentence. Each example must use its own row of L weights against its own (L, H_enc) "
+    "keys, one product per example",
+    "bare_squeeze": "This case has {what}, and the cases before it passed: the likely cause is "
+    "a lost size-1 axis. A squeeze that does not name its axis removes EVERY axis of size 1: "
+    "the batch axis too when B = 1, the length axis too when L = 1; the shapes then no longer "
+    "line up, and a softmax over the last axis may run across the batch. Remove only the one "
+    "axis you added, by naming it; context must stay (B, H_enc) and weights (B, L)",
+    "values": "each example's weights must sum to 1 over its L positions, with weight 0 at every "
+    "hidden position, and the context is the weighted average of that example's keys",
+}
+
+
 # Hint ladders, one per exercise: the idea, then the operations and axes, then code.
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex2_1": (
-        "Score every source position against the decoder state with a small network, turn the scores into weights that sum to 1 over the positions, and average the keys with those weights. PAD positions must get weight 0.",
+        "Score every source position against the decoder state with a small network, turn the scores into weights that sum to 1 over the positions, and average the keys with those weights. The usual traps: one query per sentence must meet all L keys (the shapes differ by one axis), and a PAD position must lose before the softmax, not be zeroed after it (the rest would no longer sum to 1).",
         "W_q(query) is (B, A) and W_k(keys) (B, L, A): add a length axis to the first so they add up, apply tanh and v, and drop the last size-1 axis (name the axis). Hide PAD with -inf before a softmax over L; the context is the weighted sum of keys over L.",
         "scores = v(torch.tanh(W_q(query)[:, None, :] + W_k(keys))).squeeze(-1)\nif mask is not None:\n    scores = scores.masked_fill(~mask, float('-inf'))\nweights = torch.softmax(scores, dim=-1)\nreturn (weights[:, :, None] * keys).sum(1), weights",
     ),
     "ex2_2": (
-        "Luong's dot score is how well each key points along the query: a plain dot product, no scaling. Then the same mask, softmax and weighted sum as in Exercise 2.1.",
+        "Luong's dot score is how well each key points along the query: a plain dot product, no scaling, one per position and sentence. Then the same mask, softmax and weighted average as in Exercise 2.1. The usual trap: a squeeze that names no axis also removes the batch axis when B = 1.",
         "keys (B, L, H) times query (B, H) per example gives (B, L): a batched matrix product with the query as a column, or multiply and sum over H. Squeeze only the axis you added, never the batch.",
         "scores = torch.bmm(keys, query[:, :, None]).squeeze(-1)\nif mask is not None:\n    scores = scores.masked_fill(~mask, float('-inf'))\nweights = torch.softmax(scores, dim=-1)\nreturn torch.bmm(weights[:, None, :], keys).squeeze(1), weights",
     ),
@@ -45,6 +72,16 @@ LADDERS: dict[str, tuple[str, ...]] = {
 def _valid(lengths: list[int], L: int) -> torch.Tensor:
     """(B, L) bool mask, True at the first lengths[b] positions."""
     return torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def _size_one(B: int, L: int) -> str:
+    """'B = 1' / 'L = 1' / '' : which size-1 axis a case has (the bare-squeeze cases)."""
+    what = [
+        f"{n} = 1 ({d})"
+        for n, d, v in (("B", "one example", B), ("L", "one position", L))
+        if v == 1
+    ]
+    return " and ".join(what)
 
 
 def _pool_mistakes(scores: Callable[..., torch.Tensor], keys, mask) -> list:
@@ -57,27 +94,46 @@ def _pool_mistakes(scores: Callable[..., torch.Tensor], keys, mask) -> list:
         ctx, w = O.pool(scores(), keys, mask)
         return lambda: (ctx[:, None] if ctx3 else ctx, w[..., None] if w3 else w)
 
-    mistakes = [(HINTS["pool_batch"], wrong(softmax_dim=0))]
+    def mixed() -> tuple[torch.Tensor, torch.Tensor]:  # (B, L) weights @ (B, L, H): (B, B, H)
+        _, w = O.pool(scores(), keys, mask)
+        return torch.einsum("il,blh->bih", w, keys), w
+
+    mistakes = [(RNN_POOL_HINTS["batch"], wrong(softmax_dim=0))]
     if mask is not None:
         mistakes += [(hint, wrong(mask_mode=mode)) for mode, hint in MASK_HINTS.items()]
-        mistakes.append((HINTS["fill_zero"], wrong(fill=0.0)))
-    mistakes += [(HINTS["pool_squeeze"], squeezed(*f)) for f in ((0, 1), (1, 0), (1, 1))]
+        mistakes.append((RNN_POOL_HINTS["fill_zero"], wrong(fill=0.0)))
+    mistakes += [(RNN_POOL_HINTS["extra_axis"], squeezed(*f)) for f in ((0, 1), (1, 0), (1, 1))]
+    if keys.shape[0] > 1:
+        mistakes.append((RNN_POOL_HINTS["batch_mix"], mixed))
     return mistakes
 
 
+def _pool_error_hint(hint: str, keys: torch.Tensor) -> str:
+    """The exception hint of a case: on a B = 1 or L = 1 case, the lost size-1 axis first."""
+    what = _size_one(keys.shape[0], keys.shape[1])
+    return RNN_POOL_HINTS["bare_squeeze"].format(what=what) if what else hint
+
+
 def _pool_compare(label: str, result: Any, expected, mistakes: list) -> None:
-    """Compare a (context, weights) answer."""
+    """Compare a (context, weights) answer.
+
+    The cases with B = 1 or L = 1 come last, so a wrong answer there (after the other cases
+    passed) is told about the size-1 axis a bare squeeze removes, besides its shapes or values.
+    """
     names = ("context", "weights")
     context, weights = as_tensors(result, label, names, "Return (context, weights).")
-    hint = "context is (B, H_enc), weights (B, L)."
+    shape_hint, value_hint = "context is (B, H_enc), weights (B, L).", RNN_POOL_HINTS["values"]
+    what = _size_one(*expected[1].shape)
+    if what and not _all_close([context, weights], expected):
+        shape_hint = value_hint = RNN_POOL_HINTS["bare_squeeze"].format(what=what) + "."
     compare(
         label,
         [context, weights],
         expected,
         names,
         mistakes,
-        hint,
-        HINTS["pool_values"],
+        shape_hint,
+        value_hint,
         nan_hint=NAN_MASK_HINT,
     )
 
@@ -118,7 +174,7 @@ def _additive_case(fn, label: str, query, keys, layers, mask) -> None:
         return lambda: O.additive_scores(query, keys, *layers, use_tanh=use_tanh)
 
     expected = O.pool(scores()(), keys, mask)  # before the learner's code runs
-    result = call_learner(fn, label, args, HINTS["additive_error"])
+    result = call_learner(fn, label, args, _pool_error_hint(HINTS["additive_error"], keys))
 
     mistakes = _pool_mistakes(scores(), keys, mask)
     mistakes.append((HINTS["additive_no_tanh"], lambda: O.pool(scores(False)(), keys, mask)))
@@ -149,7 +205,7 @@ def _dot_case(fn, label: str, query, keys, mask) -> None:
     """One Luong dot attention case."""
     args = (query, keys) + (() if mask is None else (mask,))
     expected = O.pool(O.dot_scores(query, keys), keys, mask)  # before the learner's code runs
-    result = call_learner(fn, label, args, HINTS["dot_error"])
+    result = call_learner(fn, label, args, _pool_error_hint(HINTS["dot_error"], keys))
     mistakes = _pool_mistakes(lambda: O.dot_scores(query, keys), keys, mask)
     scaled = O.dot_scores(query, keys, 1 / math.sqrt(query.shape[-1]))
     mistakes.append((HINTS["dot_scaled"], lambda: O.pool(scaled, keys, mask)))
@@ -174,13 +230,15 @@ DECODER_STEP_HINTS = {
     "no_mask": "the mask was ignored: pass it to `attend` so PAD positions get weight 0",
     "return_order": "return (logits, new state, weights) in that order: logits (B, V), "
     "s_t (B, H), weights (B, L)",
-    "steps": "One step, Bahdanau's order: attend with the previous state (and the mask), build the GRU input from the letter's embedding and the context, step the cell, then the output layer reads the new state and the context.",
+    "steps": "Compare your step with the equations of section 5 (Bahdanau's order): which state asks the attention, what the GRU cell reads and in which order, and what the output layer reads.",
 }
 
 LADDERS["ex2_3"] = (
     "Compose the pieces of one decoder step: the previous state asks which encoder states "
     "matter, the answer (the context) joins the last letter as the GRU's input, and the output "
-    "layer reads the new state together with the context.",
+    "layer reads the new state together with the context. Check three things against the "
+    "equations of section 5: which state asks, what the GRU cell reads (and in which order its "
+    "input is assembled), what the output layer reads.",
     "Order: call attend with the previous state, the encoder states and the mask, which gives "
     "(context (B, K), weights (B, L)); the GRU cell "
     "takes the concatenation (last axis) of the letter's embedding (B, E) and the context, and "

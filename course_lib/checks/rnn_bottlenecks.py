@@ -40,16 +40,23 @@ JACOBIAN_HINTS = {
 }
 
 
+RNN_CELL_HINTS = {
+    "column_vectors": "h' came back as (H, B), the transpose of the answer: that is the "
+    "column-vector form of the equation, one column per example. In a batch each ROW is one "
+    "example, so h' is (B, H), like x and h",
+}
+
+
 # Hint ladders, one per exercise: the idea, then the operations and axes, then code.
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex1_1": (
-        "One step of a vanilla RNN mixes the new input and the previous state linearly, adds both biases, and squashes the sum with tanh.",
+        "One step of a vanilla RNN mixes the new input and the previous state linearly, adds both biases, and squashes the sum with tanh. The usual trap: the equation is written for one column vector, but here each ROW of x and of h is one example, while PyTorch stores each weight as (out, in); ask which way round each product must go to give (B, H).",
         "W_ih is (H, I) and x is (B, I): a batch of row vectors times a weight stored as (out, in) needs the weight transposed; the same holds for h and W_hh. Both products are (B, H); add b_ih and b_hh, then tanh.",
         "return torch.tanh(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh)",
     ),
     "ex1_2": (
-        "Chain rule: h_new = tanh(a) with a linear in h_prev, so d h_new / d h_prev = tanh'(a) times d a / d h_prev = W_hh; you already have tanh(a).",
+        "Chain rule: h_new = tanh(a) with a linear in h_prev, so d h_new / d h_prev = tanh'(a) times d a / d h_prev = W_hh. You never need a itself: tanh' can be written with tanh(a), which you were given. Each output unit i has its own factor tanh'(a_i): work out whether it multiplies a row or a column of W_hh.",
         "tanh'(a) = 1 - tanh(a)^2 = 1 - h_new**2, one number per output unit i; it scales row i of W_hh. Give it a trailing axis so it broadcasts to (B, H, H).",
         "return (1 - h_new**2)[:, :, None] * W_hh",
     ),
@@ -145,6 +152,7 @@ def _rnn_case(fn, label: str, args: tuple[torch.Tensor, ...]) -> None:
         (HINTS["rnn_no_hidden"], wrong(hidden=False)),
     ]
     mistakes += [(HINTS["rnn_bias"], wrong(bias=b)) for b in ((0, 1), (1, 0), (0, 0))]
+    mistakes.append((RNN_CELL_HINTS["column_vectors"], lambda: expected.T))
     compare(label, [out], [expected], ("h'",), mistakes, "h' is (B, H).")
 
 
@@ -178,10 +186,15 @@ REACH_HINTS = {
 LADDERS["ex1_3"] = (
     "The chain rule: dh_T/dh_(T-d) is the product of the d one-step Jacobians between them, "
     "dh_T/dh_(T-1) times dh_(T-1)/dh_(T-2) and so on. Exercise 1.2 gives each factor; its "
-    "operator norm (largest singular value) says how much a gradient can grow or shrink.",
-    "Start with the identity (distance 0) and walk back from k = T down to 1: multiply the "
-    "product so far on the right by the Jacobian of step k (built from h_k), and record the "
-    "norm after each step; torch.linalg.matrix_norm with ord=2 takes it for a batch.",
+    "operator norm (largest singular value) says how much a gradient can grow or shrink. Three "
+    "things decide the answer: where the distance-0 term comes from, which state each step's "
+    "Jacobian is built from, and on which side a new factor joins the product (matrix products "
+    "do not commute).",
+    "Start with the identity (distance 0, norm 1) and walk back from k = T down to 1: multiply "
+    "the product so far on the right by the Jacobian of step k (built from h_k, the state that "
+    "step produced), and record the norm after each step. The operator norm of a batch of "
+    "matrices is the matrix norm of order 2 in PyTorch's linear-algebra module; stack the T+1 "
+    "norms along axis 1.",
     "J = torch.eye(H).expand(B, H, H); norms = [torch.ones(B)]\n"
     "for k in range(T, 0, -1):\n"
     "    J = J @ rnn_step_jacobian(states[:, k], W_hh)\n"
