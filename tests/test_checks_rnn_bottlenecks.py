@@ -252,3 +252,45 @@ def test_an_rnn_cell_written_for_column_vectors_is_told_each_row_is_an_example()
     message = str(info.value)
     assert "(H, B)" in message and "column-vector" in message and "ROW is one example" in message
     assert ".T" not in message and "@" not in message
+
+
+def _walk_forward(new_left=True):
+    def fn(states, W_hh):  # from h_0 forward: entry d is about dh_d/dh_0, not dh_T/dh_(T-d)
+        B, T1, H = states.shape
+        J = torch.eye(H, dtype=states.dtype).expand(B, H, H)
+        norms = [torch.ones(B, dtype=states.dtype)]
+        for k in range(1, T1):
+            step = rnn_step_jacobian(states[:, k], W_hh)
+            J = step @ J if new_left else J @ step
+            norms.append(torch.linalg.matrix_norm(J, ord=2))
+        return torch.stack(norms, dim=1)
+
+    return fn
+
+
+def _smallest_stretch(states, W_hh):
+    B, T1, H = states.shape
+    J = torch.eye(H, dtype=states.dtype).expand(B, H, H)
+    norms = [torch.ones(B, dtype=states.dtype)]
+    for k in range(T1 - 1, 0, -1):
+        J = J @ rnn_step_jacobian(states[:, k], W_hh)
+        norms.append(torch.linalg.svdvals(J)[:, -1])
+    return torch.stack(norms, dim=1)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "phrase"),
+    [
+        (_walk_forward(), "walked forward from h_0"),
+        (_walk_forward(new_left=False), "walked forward from h_0"),
+        (_smallest_stretch, "smallest singular value"),
+        (lambda s, W: gradient_reach(s, W) * 1.5, "Entry [b, d] is the operator norm"),  # unnamed
+    ],
+)
+def test_more_mistakes_of_1_3_are_named_in_words(wrong, phrase):
+    with pytest.raises(AssertionError) as info:
+        checks.check_gradient_reach(wrong)
+    message = str(info.value)
+    assert phrase in message, message
+    for code in ("torch.", "@", "[:, k]", "range("):
+        assert code not in message, message

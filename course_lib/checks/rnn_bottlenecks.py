@@ -181,6 +181,13 @@ REACH_HINTS = {
     "entry 0 is dh_T/dh_T (norm 1) and the last entry reaches h_0",
     "no_identity": "distance 0 is missing: dh_T/dh_T is the identity, whose norm is 1, so the "
     "answer has T+1 entries per example, d = 0..T",
+    "forward": "you walked forward from h_0, so entry d measures how a state depends on the "
+    "FIRST state, h_0; the exercise measures how the LAST state h_T depends on the state d steps "
+    "before it, h_(T-d): start at h_T and walk back, taking the d Jacobians nearest h_T",
+    "smallest": "that is the smallest singular value, the stretch of the most-shrunk direction; "
+    "the operator norm is the largest one, the most any vector can be stretched",
+    "values": "Entry [b, d] is the operator norm of dh_T/dh_(T-d), the ordered product of the d "
+    "one-step Jacobians nearest h_T (the step-T factor on the left)",
 }
 
 LADDERS["ex1_3"] = (
@@ -217,6 +224,29 @@ def reach_variant(states, w_hh, order="right", use="new", norm=2, chain=True, ta
         total = total * torch.linalg.matrix_norm(step, ord=ord_)
         norms.append(torch.linalg.matrix_norm(J, ord=ord_) if chain else total)
     return torch.stack(norms, dim=1)
+
+
+def _forward_reach(states, w_hh, new_left: bool = True) -> torch.Tensor:
+    """A walk forward from h_0: entry d is the norm of the first d step Jacobians' product."""
+    states, w_hh = states.double(), w_hh.double()
+    B, T1, H = states.shape
+    J, norms = torch.eye(H, dtype=states.dtype).expand(B, H, H), [torch.ones(B, dtype=states.dtype)]
+    for k in range(1, T1):
+        step = (1 - states[:, k] ** 2)[:, :, None] * w_hh
+        J = step @ J if new_left else J @ step
+        norms.append(torch.linalg.matrix_norm(J, ord=2))
+    return torch.stack(norms, dim=1)
+
+
+def _smallest_singular(states, w_hh) -> torch.Tensor:
+    """The right chain, measured by its smallest singular value instead of its largest."""
+    states, w_hh = states.double(), w_hh.double()
+    B, T1, H = states.shape
+    J, out = torch.eye(H, dtype=states.dtype).expand(B, H, H), [torch.ones(B, dtype=states.dtype)]
+    for k in range(T1 - 1, 0, -1):
+        J = J @ ((1 - states[:, k] ** 2)[:, :, None] * w_hh)
+        out.append(torch.linalg.svdvals(J)[:, -1])
+    return torch.stack(out, dim=1)
 
 
 def _rnn_states(g: torch.Generator, B: int, T: int, n_in: int, H: int, scale: float):
@@ -284,5 +314,10 @@ def _reach_case(fn, label: str, states, w_hh, expected) -> None:
         (REACH_HINTS["no_tanh"], wrong(tanh=False)),
         (REACH_HINTS["reversed"], lambda: expected.flip(-1)),
         (REACH_HINTS["no_identity"], lambda: expected[:, 1:]),
+        (REACH_HINTS["smallest"], lambda: _smallest_singular(states, w_hh)),
+        (REACH_HINTS["forward"], lambda: _forward_reach(states, w_hh)),
+        (REACH_HINTS["forward"], lambda: _forward_reach(states, w_hh, new_left=False)),
     ]
-    compare(label, [reach], [expected], ("the norms",), mistakes, REACH_SHAPE)
+    compare(
+        label, [reach], [expected], ("the norms",), mistakes, REACH_SHAPE, REACH_HINTS["values"]
+    )
