@@ -94,3 +94,13 @@ def field_attention(
         per_row = torch.stack([weights[a:b, c:d].sum(-1) for c, d in src_fields.values()], -1)
         rows.append(per_row.mean(0))  # (F_src,)
     return torch.stack(rows)  # (F_out, F_src)
+
+
+def weight_on_part(maps: AttentionMaps, rows: tuple[int, int], source: str, part: str) -> float:
+    """The share of cross-attention weight that decoder rows [start, end) put on the characters
+    of `part` (a substring of `source`), averaged over layers, heads and rows."""
+    if part not in source:
+        raise ValueError(f"{part!r} is not a part of the source {source!r}")
+    start = source.index(part)
+    mean_map = maps.cross.mean(dim=(0, 1))  # (L_t, L_s): the average over layers and heads
+    return field_attention(mean_map, {"rows": rows}, {part: (start, start + len(part))}).item()
