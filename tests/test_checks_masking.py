@@ -95,3 +95,115 @@ def test_no_message_gives_the_solution_line():
     for text in SOFTMAX_HINTS.values():
         assert "masked_fill(" not in text and "float('-inf')" not in text
         assert 'float("-inf")' not in text and ".any(" not in text
+
+
+# --- issue #14: the reversed mask behind a NaN guard, 6.1's left padding, no code anywhere ---
+
+
+def reversed_fill(s, m):
+    return torch.softmax(s.masked_fill(m, NEG_INF), dim=-1)  # hides the visible keys
+
+
+REVERSED = [
+    (reversed_fill, "came out NaN are those in which every key is visible"),
+    (lambda s, m: reversed_fill(s, m).nan_to_num(0.0), "zeroing the NaN rows covered up"),
+    (  # the right guard for empty rows on top of the reversed fill: NaN stays in full rows
+        lambda s, m: reversed_fill(s, m).masked_fill(~m.any(-1, keepdim=True), 0.0),
+        "came out NaN are those in which every key is visible",
+    ),
+    (  # a guard as reversed as the fill
+        lambda s, m: reversed_fill(s, m).masked_fill(m.all(-1, keepdim=True), 0.0),
+        "zeroing the NaN rows covered up",
+    ),
+    (lambda s, m: torch.softmax(s.masked_fill(m, -1e4), dim=-1), "polarity reversed"),
+    (
+        lambda s, m: torch.softmax(s.masked_fill(m, torch.finfo(s.dtype).min), -1).masked_fill(
+            ~m.any(-1, keepdim=True), 0.0
+        ),
+        "polarity reversed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("wrong", "phrase"), REVERSED, ids=[str(i) for i in range(len(REVERSED))])
+def test_a_reversed_mask_is_named_whatever_guards_the_nan_rows(wrong, phrase):
+    with pytest.raises(AssertionError) as info:
+        checks.check_masked_softmax(wrong)
+    message = str(info.value)
+    assert "polarity reversed" in message and phrase in message, message
+    assert "not negative enough" not in message and "NaN in rows that do" not in message
+
+
+def test_the_padding_mask_reference_passes_left_padding_included(capsys):
+    checks.check_padding_mask(lambda t, p: (t != p)[:, None, None, :])
+    assert capsys.readouterr().out == "✓ padding_mask: all 4 cases pass\n"
+
+
+def lengths_mask(tokens, pad_id):  # counts the real tokens: right for right padding only
+    n = (tokens != pad_id).sum(-1, keepdim=True)
+    return (torch.arange(tokens.shape[1]) < n)[:, None, None, :]
+
+
+def before_first_pad(tokens, pad_id):  # hides everything from the first PAD on
+    return ((tokens == pad_id).cumsum(-1) == 0)[:, None, None, :]
+
+
+PADDING_MISTAKES = [
+    (lambda t, p: (t != 0)[:, None, None, :], "not with pad_id"),
+    (lambda t, p: (t > 0)[:, None, None, :], "do not assume it is 0"),
+    (lengths_mask, "first n positions of each row"),
+    (before_first_pad, "from the first PAD on"),
+    (lambda t, p: (t == p)[:, None, None, :], "polarity reversed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("wrong", "phrase"), PADDING_MISTAKES, ids=[p for _, p in PADDING_MISTAKES]
+)
+def test_each_padding_mistake_is_named(wrong, phrase):
+    with pytest.raises(AssertionError) as info:
+        checks.check_padding_mask(wrong)
+    assert phrase in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("diagonal", "phrase"), [(1, "next (future) token"), (-1, "cannot see itself")]
+)
+def test_the_causal_off_by_ones_are_named_without_code(diagonal, phrase):
+    with pytest.raises(AssertionError) as info:
+        checks.check_causal_mask(lambda L: torch.ones(L, L, dtype=torch.bool).tril(diagonal))
+    assert "off by one" in str(info.value) and phrase in str(info.value)
+    assert "tril" not in str(info.value)
+
+
+def test_a_causal_mask_that_raises_gets_a_hint_without_code():
+    with pytest.raises(AssertionError) as info:
+        checks.check_causal_mask(lambda L: torch.tril(L))
+    hint = str(info.value).split("Hint: ", 1)[1]
+    assert "tril" not in hint and "lower-triangular" not in hint, hint
+
+
+def test_no_message_or_early_hint_level_of_notebook_06_shows_code():
+    from test_feedback_shows_no_code import code_fragments
+
+    from course_lib.checks.masking import CAUSAL_HINTS, LADDERS, PAD_HINTS, SOFTMAX_HINTS
+
+    texts = [*PAD_HINTS.values(), *CAUSAL_HINTS.values(), *SOFTMAX_HINTS.values()]
+    texts += [text for k in ("ex6_1", "ex6_2", "ex6_3") for text in LADDERS[k][:-1]]
+    assert not [(t, hits) for t in texts if (hits := code_fragments(t))]
+
+
+def test_the_prompts_of_notebook_06_state_requirements_not_the_traps():
+    from pathlib import Path
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "06_masking.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    prompts = [c.source for c in nb.cells if c.source.startswith("### Exercise 6.")]
+    assert len(prompts) == 3
+    text = "\n".join(prompts)
+    for trap in ("Watch the polarity", "choose a fill value", "no NaN", "spread over"):
+        assert trap not in text, trap
+    assert "left padding" in prompts[0]  # 6.1's added requirement
+    assert "True = may attend" in prompts[2] and "all zeros" in prompts[2]

@@ -7,12 +7,15 @@ mistakes are each named; the lesson's RotarySelfAttention is refused; no message
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from course_lib import checks
 from course_lib.checks.positional_encoding import LADDERS, ROPE_ATTN_HINTS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rope(x, base=10000.0):
@@ -22,7 +25,8 @@ def rope(x, base=10000.0):
     theta = torch.arange(L, dtype=torch.float64)[:, None] * freq  # (L, d/2)
     cos, sin = theta.cos().float(), theta.sin().float()
     xe, xo = x[..., 0::2], x[..., 1::2]
-    return torch.stack([xe * cos - xo * sin, xe * sin + xo * cos], dim=-1).flatten(-2)
+    out = torch.stack([xe * cos - xo * sin, xe * sin + xo * cos], dim=-1).flatten(-2)
+    return out.to(x.dtype)  # float32 arithmetic, x's dtype back
 
 
 def split(t, H):
@@ -156,3 +160,108 @@ def test_the_lesson_rotary_attention_matches_the_check_answer():
         torch.testing.assert_close(
             m(x, x, x)[0], rope_attention_oracle(x, lins, 2), atol=1e-5, rtol=0
         )
+
+
+# --- 5.1 and 5.2: the sinusoidal table and RoPE (issue #14: requirements, named mistakes) ----
+
+
+def sinusoid(max_len, d_model, start=0, int_div=False):
+    """The paper's table, written independently of course_lib; knobs for two mistakes."""
+    pos = torch.arange(start, start + max_len, dtype=torch.float32)[:, None]
+    two_i = torch.arange(0, d_model, 2)
+    exponent = (two_i // d_model).float() if int_div else two_i.float() / d_model
+    angle = pos * 10000.0**-exponent  # (max_len, d_model / 2)
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)
+
+
+def test_the_sinusoidal_reference_passes():
+    checks.check_sinusoidal_encoding(sinusoid)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "phrase"),
+    [
+        (lambda L, D: sinusoid(L, D, int_div=True), "same speed, one radian per position"),
+        (lambda L, D: sinusoid(L, D, start=1), "positions start at 0"),
+        (lambda L, D: sinusoid(L, D).view(L, D // 2, 2).flip(-1).flatten(-2), "swapped"),
+    ],
+)
+def test_sinusoidal_mistakes_are_named(wrong, phrase):
+    with pytest.raises(AssertionError) as info:
+        checks.check_sinusoidal_encoding(wrong)
+    assert phrase in str(info.value), str(info.value)
+
+
+def rope_cases(x, sequential=False, angle_dtype=torch.float32, keep_dtype=True):
+    """RoPE into a new tensor; knobs for the sequential update, float16 angles, lost dtype."""
+    L, d = x.shape[-2], x.shape[-1]
+    pos = torch.arange(L, dtype=angle_dtype)[:, None]
+    theta = pos * 10000.0 ** (-torch.arange(0, d, 2, dtype=angle_dtype) / d)
+    cos, sin = theta.cos(), theta.sin()
+    out = torch.empty_like(x) if keep_dtype else torch.empty(x.shape)
+    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+    odd_from = out[..., 0::2] if sequential else x[..., 0::2]
+    out[..., 1::2] = odd_from * sin + x[..., 1::2] * cos
+    return out
+
+
+def test_the_rope_reference_passes_float32_and_float16(capsys):
+    checks.check_rope(rope_cases)
+    assert capsys.readouterr().out == "✓ rope: all 4 cases pass\n"
+    checks.check_rope(rope)  # float32 arithmetic, cast at the end
+
+
+@pytest.mark.parametrize(
+    ("wrong", "phrase"),
+    [
+        (lambda x: rope_cases(x, sequential=True), "already-rotated even member"),
+        (lambda x: rope(x).float(), "must have x's dtype (torch.float16), got torch.float32"),
+        (lambda x: rope_cases(x, keep_dtype=False), "must have x's dtype"),
+        (lambda x: rope_cases(x, angle_dtype=x.dtype), "angles lose precision"),
+    ],
+)
+def test_rope_mistakes_of_issue_14_are_named(wrong, phrase):
+    with pytest.raises(AssertionError) as info:
+        checks.check_rope(wrong)
+    assert phrase in str(info.value), str(info.value)
+    assert str(info.value).startswith("rope, case")
+
+
+def test_rope_that_changes_x_in_place_is_refused():
+    def in_place(x):
+        x.copy_(rope_cases(x))
+        return x
+
+    with pytest.raises(AssertionError, match="changed its input `x` in place"):
+        checks.check_rope(in_place)
+
+
+def test_no_message_of_notebook_05_shows_code():
+    from test_feedback_shows_no_code import code_fragments
+
+    from course_lib.checks.positional_encoding import PE_HINTS, ROPE_HINTS
+
+    texts = [*PE_HINTS.values(), *ROPE_HINTS.values(), *ROPE_ATTN_HINTS.values()]
+    texts += [text for k in ("ex5_1", "ex5_2", "ex5_3") for text in LADDERS[k][:-1]]
+    assert not [(t, hits) for t in texts if (hits := code_fragments(t))]
+
+
+def test_the_prompts_of_notebook_05_state_requirements_not_the_traps():
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "05_positional_encoding.ipynb", as_version=4)
+    prompts = [c.source for c in nb.cells if c.source.startswith("### Exercise 5.")]
+    assert len(prompts) == 3
+    text = "\n".join(prompts)
+    for trap in (
+        "Ask yourself",
+        "Mind what",
+        "before or after splitting",
+        "which of queries",
+        "Position 0 is not turned",
+        "interleaved places",
+        "along which axis",
+    ):
+        assert trap not in text, trap
+    assert "float16" in prompts[1] and "dtype" in prompts[1]  # 5.2's added requirement
+    assert "1/10000^{2i/d_k}" in prompts[2]  # 5.3 defines the per-head convention

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from ._hints import HINTS
 from ._machinery import (
     as_tensors,
     call_learner,
@@ -23,16 +22,47 @@ from ._machinery import (
     require_callable,
 )
 
+# Exercises 6.1 and 6.2: the texts their failing checks can show (no code in any).
+PAD_HINTS = {
+    "error": "tokens is a (B, L) tensor of integer ids and pad_id an int; return a bool mask of "
+    "shape (B, 1, 1, L), True at real tokens",
+    "reversed": "mask polarity reversed: True must mark real tokens (may attend) and False the "
+    "PAD positions",
+    "zero": "you compared the tokens with 0, not with pad_id: the PAD id is an argument (here "
+    "{pad}); do not assume it is 0",
+    "prefix": "your mask marks the first n positions of each row as real, n being the number "
+    "of real tokens (a length count or a cumulative test); that only holds for right padding. "
+    "PAD may sit on the left too: whether a key is PAD is a property of that token alone",
+    "after_first": "you hid everything from the first PAD on: with left padding the real tokens "
+    "come after the PADs. Whether a key is PAD is a property of that token alone",
+}
+
+CAUSAL_HINTS = {
+    "error": "L is an int; return a bool mask of shape (L, L) or (1, 1, L, L), rows are "
+    "queries and columns keys, True at (i, j) exactly when j <= i",
+    "reversed": "mask polarity reversed: True must mean 'may attend' (the lower triangle and "
+    "the diagonal); you marked the hidden future positions True",
+    "future": "off by one: each query can also see the next (future) token; query i may see "
+    "keys 0 .. i and no further, so the triangle ends at the diagonal",
+    "self": "off by one: a token cannot see itself in your mask; the diagonal must be True "
+    "(key j = i is the query's own position, and it may attend to it)",
+    "transposed": "the mask is transposed: rows are queries and columns keys, and query i may "
+    "attend keys 0..i (the lower triangle), not i..L-1",
+    "both": "mask polarity reversed and off by one: True must mean 'may attend', i.e. "
+    "key j <= query i",
+    "none": "nothing is masked: query i must not see keys j > i",
+}
+
 # Hint ladders, one per exercise: the idea, then the operations and axes, then code.
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex6_1": (
-        "The mask answers 'may this key be attended to?': True at real tokens, False at PAD. It must broadcast over heads and queries, which see the same keys.",
+        "The mask answers 'may this key be attended to?': True at real tokens, False at PAD. It must broadcast over heads and queries, which see the same keys. The usual trap: deciding from a row's length (the first n tokens are real), which fails for left padding; whether a token is PAD depends on that token alone, and pad_id need not be 0.",
         "One comparison of the tokens with pad_id gives (B, L) bools; insert the head and query axes (size 1) so the result is (B, 1, 1, L) and lines up with the keys, the last axis of (B, H, L_q, L_k).",
         "return (tokens != pad_id)[:, None, None, :]",
     ),
     "ex6_2": (
-        "A token may look at itself and the past, never the future: True at (query i, key j) exactly when j <= i.",
+        "A token may look at itself and the past, never the future: True at (query i, key j) exactly when j <= i. The usual traps are the polarity (True = may attend, not 'is hidden') and the diagonal (a token may see itself).",
         "That is the lower triangle of an all-True (L, L) bool matrix, diagonal included; add two leading size-1 axes for batch and heads.",
         "return torch.ones(L, L, dtype=torch.bool).tril()[None, None]",
     ),
@@ -52,7 +82,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> None:
 
 def _causal_case(fn, label: str, L: int) -> None:
     """One causal_mask case: shape, dtype, then values."""
-    hint = "build an (L, L) lower-triangular bool mask, e.g. with torch.tril"
+    hint = CAUSAL_HINTS["error"]
     expected = torch.tensor([[j <= q for j in range(L)] for q in range(L)], dtype=torch.bool)
     (mask,) = as_tensors(call_learner(fn, label, (L,), hint), label, ("the mask",))
     shape = tuple(mask.shape)
@@ -65,12 +95,12 @@ def _causal_case(fn, label: str, L: int) -> None:
     require_bool_mask(label, mask, expected)
     ones = torch.ones(L, L, dtype=torch.bool)
     mistakes = [
-        (HINTS["causal_reversed"], lambda: ones.triu(1)),
-        (HINTS["causal_future"], lambda: ones.tril(1)),
-        (HINTS["causal_self"], lambda: ones.tril(-1)),
-        (HINTS["causal_transposed"], lambda: ones.triu(0)),
-        (HINTS["causal_both"], lambda: ones.triu(2)),
-        (HINTS["causal_none"], lambda: ones),
+        (CAUSAL_HINTS["reversed"], lambda: ones.triu(1)),
+        (CAUSAL_HINTS["future"], lambda: ones.tril(1)),
+        (CAUSAL_HINTS["self"], lambda: ones.tril(-1)),
+        (CAUSAL_HINTS["transposed"], lambda: ones.triu(0)),
+        (CAUSAL_HINTS["both"], lambda: ones.triu(2)),
+        (CAUSAL_HINTS["none"], lambda: ones),
     ]
     value_hint = "True at (query i, key j) exactly when j <= i."
     compare(label, [mask], [expected], ("the mask",), mistakes, value_hint=value_hint)
@@ -78,24 +108,35 @@ def _causal_case(fn, label: str, L: int) -> None:
 
 @isolated
 def check_padding_mask(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-    """Check fn(tokens (B, L), pad_id) -> (B, 1, 1, L) bool mask, True at real tokens."""
+    """Check fn(tokens (B, L), pad_id) -> (B, 1, 1, L) bool mask, True at real tokens.
+
+    PAD may sit on either side of a row (right padding, left padding for batched generation).
+    """
     name = "padding_mask"
     require_callable(fn, name)
     g = torch.Generator().manual_seed(3)
-    cases = [((5, 3, 1), 5, 0), ((6, 2), 6, 1), ((4, 4, 2, 3), 4, 0)]
-    for i, (lengths, L, pad) in enumerate(cases, 1):
-        tokens = torch.randint(2, 20, (len(lengths), L), generator=g)
+    cases = [
+        ((5, 3, 1), 5, 0, "right"),
+        ((6, 2), 6, 1, "right"),
+        ((4, 4, 2, 3), 4, 0, "right"),
+        ((6, 3, 1), 6, 2, "left"),
+    ]
+    for i, (lengths, L, pad, side) in enumerate(cases, 1):
+        tokens = torch.randint(3, 20, (len(lengths), L), generator=g)
         for b, n in enumerate(lengths):
-            tokens[b, n:] = pad
-        label = case_label(name, i, len(cases), f"tokens {tuple(tokens.shape)}, pad_id={pad}")
-        _padding_case(fn, label, tokens, pad)
+            if side == "right":
+                tokens[b, n:] = pad
+            else:
+                tokens[b, : L - n] = pad
+        desc = f"tokens {tuple(tokens.shape)}, pad_id={pad}, {side} padding"
+        _padding_case(fn, case_label(name, i, len(cases), desc), tokens, pad)
     passed(name, len(cases))
 
 
 def _padding_case(fn, label: str, tokens: torch.Tensor, pad: int) -> None:
     """One padding_mask case: shape (with the reason), dtype, then polarity."""
     B, L = tokens.shape
-    hint = "compare the tokens with pad_id, then add the head and query axes"
+    hint = PAD_HINTS["error"]
     expected = torch.zeros(B, 1, 1, L, dtype=torch.bool)
     for b in range(B):
         for j in range(L):
@@ -112,7 +153,16 @@ def _padding_case(fn, label: str, tokens: torch.Tensor, pad: int) -> None:
             why = f"(B, 1, L, 1) would mask queries, not keys. {why}"
         raise AssertionError(f"{label}: the mask has shape {shape}. {why}")
     require_bool_mask(label, mask, expected)
-    mistakes = [(HINTS["pad_reversed"], lambda: ~expected)]
+    real = expected[:, 0, 0, :]  # (B, L)
+    n = real.sum(-1, keepdim=True)  # real tokens per row
+    first_pad = torch.where(~real, torch.arange(L), L).amin(-1, keepdim=True)
+    mistakes = [
+        (PAD_HINTS["reversed"], lambda: ~expected),
+        (PAD_HINTS["zero"].format(pad=pad), lambda: (tokens != 0)[:, None, None, :]),
+        (PAD_HINTS["zero"].format(pad=pad), lambda: (tokens == 0)[:, None, None, :]),
+        (PAD_HINTS["prefix"], lambda: (torch.arange(L) < n)[:, None, None, :]),
+        (PAD_HINTS["after_first"], lambda: (torch.arange(L) < first_pad)[:, None, None, :]),
+    ]
     compare(label, [mask], [expected], ("the mask",), mistakes)
 
 
@@ -120,7 +170,8 @@ def _padding_case(fn, label: str, tokens: torch.Tensor, pad: int) -> None:
 SOFTMAX_HINTS = {
     "error": "scores are float32 or float16, mask is bool and broadcasts to scores (True = may "
     "attend). float16 holds numbers only up to ±65504: a fill value such as -1e9 does not fit "
-    "(masked_fill refuses it), so pick one that every float type can hold",
+    "(PyTorch refuses to write it into a float16 tensor), so pick one that every float type "
+    "can hold",
     "shape": "the weights have the scores' shape: one weight per (query, key) cell",
     "dtype": "the weights must keep the scores' dtype ({want}), got {got}: compute in a wider "
     "type if you like, but return the dtype you were given",
@@ -136,6 +187,10 @@ SOFTMAX_HINTS = {
     "negative enough for e^(fill - max) to underflow to exactly 0; use a fill that does",
     "reversed": "mask polarity reversed: True means 'may attend', yet the cells where mask is "
     "True got no weight and the hidden ones did",
+    "reversed_nan": "; the rows that came out NaN are those in which every key is visible: your "
+    "fill hid all of their keys",
+    "reversed_zero": "; the rows that came out all zeros are those in which every key is "
+    "visible: your fill hid all of their keys, and zeroing the NaN rows covered up the reversal",
     "ignored": "the mask was ignored: hidden keys get weight although mask is False there",
     "axis": "softmax over the wrong axis: each query's weights (a row, the last axis) must sum "
     "to 1 over its visible keys; yours sum to 1 down the columns",
@@ -147,13 +202,15 @@ SOFTMAX_HINTS = {
 }
 
 LADDERS["ex6_3"] = (
-    "Hidden keys must get exactly 0, the visible keys of a row share the whole weight, and a row "
+    "The usual traps: a fill value that does not fit float16 or does not underflow to exactly 0, "
+    "and the row that may see nothing. Hidden keys must get exactly 0, the visible keys of a row share the whole weight, and a row "
     "with no visible key is all zeros: its softmax over only -inf is 0/0 = NaN, and a large "
     "finite fill would spread the weight uniformly instead. -inf is the one fill that fits "
     "float16 and underflows exactly.",
-    "Fill the hidden scores with -inf (masked_fill with the inverted mask), take the softmax over "
-    "the last axis, then set the rows that have no True in the mask (mask.any over the keys, "
-    "keepdim) to 0; torch.where or masked_fill keeps the dtype.",
+    "Fill the hidden scores (where the mask is False) with -inf, take the softmax over the last "
+    "axis, the keys; then find the rows whose mask has no True along the keys (keep that axis, "
+    "size 1, so it broadcasts) and set their weights to 0 with an operation that keeps the "
+    "scores' dtype.",
     "weights = torch.softmax(scores.masked_fill(~mask, float('-inf')), dim=-1)\n"
     "empty = ~mask.any(dim=-1, keepdim=True)\n"
     "return weights.masked_fill(empty, 0.0)",
@@ -222,6 +279,32 @@ def check_masked_softmax(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     passed(name, len(cases))
 
 
+def _refuse_reversed(label: str, w: torch.Tensor, m: torch.Tensor) -> None:
+    """Name a reversed mask even when the learner zeroed (or guarded) the rows it empties.
+
+    In every row that has visible and hidden keys, a reversed mask puts no weight on the visible
+    keys and all of it on the hidden ones; the rows whose keys are all visible come out NaN, or
+    zero once the learner guards them, or uniform with a finite fill.
+    """
+    mixed = m.any(-1) & ~m.all(-1)  # (..., L_q)
+    if not mixed.any():
+        return
+    wz = w.nan_to_num(0.0)
+    on_visible = wz.masked_fill(~m, 0.0).abs().sum(-1)[mixed]
+    on_hidden = wz.masked_fill(m, 0.0).sum(-1)[mixed]
+    if on_visible.max() > 1e-6 or not torch.allclose(
+        on_hidden, torch.ones_like(on_hidden), atol=1e-2
+    ):
+        return
+    full = m.all(-1)  # rows whose keys are all visible: hidden completely by a reversed fill
+    message = SOFTMAX_HINTS["reversed"]
+    if full.any() and torch.isnan(w[full]).any():
+        message += SOFTMAX_HINTS["reversed_nan"]
+    elif full.any() and w[full].abs().sum() == 0:
+        message += SOFTMAX_HINTS["reversed_zero"]
+    raise AssertionError(f"{label}: {message}")
+
+
 def _softmax_case(fn, label: str, scores: torch.Tensor, mask: torch.Tensor) -> None:
     """One masked_softmax case: structure first (each rule named), then the values."""
     h = SOFTMAX_HINTS
@@ -238,6 +321,7 @@ def _softmax_case(fn, label: str, scores: torch.Tensor, mask: torch.Tensor) -> N
     m = mask.expand(scores.shape)
     empty = ~m.any(-1)  # (..., L_q): rows with no visible key
     wd = w.double()
+    _refuse_reversed(label, wd, m)
     if torch.isnan(wd).any():
         nan_rows = torch.isnan(wd).any(-1)
         raise AssertionError(
