@@ -207,3 +207,23 @@ def test_the_prompts_of_notebook_06_state_requirements_not_the_traps():
         assert trap not in text, trap
     assert "left padding" in prompts[0]  # 6.1's added requirement
     assert "True = may attend" in prompts[2] and "all zeros" in prompts[2]
+
+
+def test_a_blank_padding_or_causal_mask_fails_only_its_own_check():
+    def blank(*args):
+        raise NotImplementedError
+
+    def padding(t, p):
+        return (t != p)[:, None, None, :]
+
+    def causal(L):
+        return torch.ones(L, L, dtype=torch.bool).tril()
+
+    for name in ("padding_mask", "causal_mask"):
+        functions = {"padding_mask": padding, "causal_mask": causal}
+        functions["masked_softmax"] = masked_softmax
+        functions[name] = blank
+        results = checks.progress("06", functions)
+        assert {k: v[0] for k, v in results.items()} == {
+            k: "not attempted" if k == name else "pass" for k in functions
+        }
