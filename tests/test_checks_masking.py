@@ -227,3 +227,22 @@ def test_a_blank_padding_or_causal_mask_fails_only_its_own_check():
         assert {k: v[0] for k, v in results.items()} == {
             k: "not attempted" if k == name else "pass" for k in functions
         }
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        torch.tensor([[0.0, float("-inf")], [0.0, 0.0]]),  # an additive float mask
+        torch.tensor([[1, 0], [1, 1]]),  # the right values as integers
+        torch.tensor([[0.5, 0.0], [1.0, 1.0]]),  # some other float mask
+    ],
+)
+def test_a_mask_that_is_not_bool_is_told_the_convention_in_words(mask):
+    from test_feedback_shows_no_code import code_fragments
+
+    from course_lib.checks._machinery import require_bool_mask
+
+    right = torch.tensor([[True, False], [True, True]])
+    with pytest.raises(AssertionError, match="bool mask, True = may attend") as failure:
+        require_bool_mask("causal_mask", mask, right)
+    assert code_fragments(str(failure.value)) == []

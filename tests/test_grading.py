@@ -49,6 +49,7 @@ from nbgrader.validator import Validator
 
 from course_lib import checks
 from course_lib.checks._hints import HINTS, SOFTMAX_AXIS
+from course_lib.checks.masking import CAUSAL_HINTS, PAD_HINTS
 from grading import grade, sandbox
 from grading.execute import GuardedExecute
 
@@ -233,7 +234,7 @@ MISTAKES = {
             import torch
             return torch.ones(L, L, dtype=torch.bool).tril(1)  # the mistake: sees one step ahead
         """,
-        HINTS["causal_future"],
+        CAUSAL_HINTS["future"],
     ),
     "check_self_attention": (
         """
@@ -250,7 +251,7 @@ MISTAKES = {
         def {name}(tokens, pad_id, *rest, **kw):
             return (tokens == pad_id)[:, None, None, :]  # the mistake: True at PAD
         """,
-        HINTS["pad_reversed"],
+        PAD_HINTS["reversed"],
     ),
     "check_split_heads": (
         """

@@ -212,17 +212,19 @@ def require_bool_mask(label: str, mask: torch.Tensor, right: torch.Tensor) -> No
         return
     base = (
         f"{label}: the mask has dtype {mask.dtype}; the course convention is a bool mask, "
-        "True = may attend (as in F.scaled_dot_product_attention)."
+        "True = may attend (the convention of PyTorch's own scaled dot-product attention)."
     )
     values = mask.double()
     if torch.isinf(values).any():
         raise AssertionError(
-            f"{base} Yours is an additive float mask (0 / -inf); build a bool one instead "
-            "(an additive mask converts with `mask == 0`)."
+            f"{base} Yours is an additive float mask (0 where allowed, -inf where hidden); the "
+            "course needs the bool one: True exactly where an additive mask holds 0."
         )
     if torch.equal(values, right.double()):
-        raise AssertionError(f"{base} Your values are right: make it bool, e.g. with `.bool()`.")
-    raise AssertionError(f"{base} Build it from comparisons or with dtype=torch.bool.")
+        raise AssertionError(f"{base} Your values are right: convert them to the bool dtype.")
+    raise AssertionError(
+        f"{base} Build it from comparisons (they give bool tensors) or in the bool dtype."
+    )
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
