@@ -12,6 +12,9 @@ design; its earlier levels are held to rule 2 below by their own test, and
 tests/test_checks_hints.py keeps them free of solution lines), dunder names
 such as `__all__`, and aliases (`H = DECODING_HINTS` is checked once, under its first name).
 
+Besides, the literal text of every `raise` in the checks' functions (the constant parts of its
+f-strings, joined) is held to both rules, so a message written inline is covered too.
+
 Two rules, each parametrised per checks module, so a failure names the module and lists every
 offending string with its key:
 
@@ -267,5 +270,36 @@ def test_no_hint_level_before_the_last_contains_code(stem):
         for exercise, ladder in ladders.items()
         for level, text in enumerate(ladder[:-1], 1)
         if (hits := code_fragments(text))
+    ]
+    assert not offending, f"course_lib/checks/{stem}.py:\n" + "\n".join(offending)
+
+
+def raised_texts(stem: str) -> dict[str, str]:
+    """'module line N' -> the literal text of each `raise` in a checks module (f-string fields out)."""
+    found = {}
+    for node in ast.walk(ast.parse((CHECKS_DIR / f"{stem}.py").read_text())):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            parts = [
+                sub.value
+                for arg in node.exc.args
+                for sub in ast.walk(arg)
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str)
+            ]
+            if parts:
+                found[f"{stem} line {node.lineno}"] = " ".join(parts)
+    return found
+
+
+def test_raised_texts_are_collected():
+    texts = raised_texts("_machinery")
+    assert any("NotImplementedError" in t for t in texts.values())
+
+
+@pytest.mark.parametrize("stem", MODULES)
+def test_no_inline_message_contains_code_or_a_solution_line(stem, solutions):
+    offending = [
+        f"{where}: {', '.join(hits)}"
+        for where, text in raised_texts(stem).items()
+        if (hits := code_fragments(text) + [solutions[f] for f in solutions if f in normal(text)])
     ]
     assert not offending, f"course_lib/checks/{stem}.py:\n" + "\n".join(offending)
