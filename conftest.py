@@ -37,3 +37,15 @@ def pytest_ignore_collect(collection_path, config):
         named = any("tests/browser" in str(arg) for arg in config.args)
         return None if named else True
     return None
+
+
+NBVAL_OUTPUT_TIMEOUT = 60  # seconds; nbval's own 5 s fails a cell on a heavily loaded machine
+
+
+def pytest_collection_modifyitems(config, items):
+    """nbval waits only 5 s for a finished cell's outputs to arrive; under load (another
+    notebook, a browser) the kernel can take longer to send them, and a correct cell then
+    fails with 'Timeout of 5 seconds exceeded waiting for output'. Give it a minute."""
+    for item in items:
+        if hasattr(item, "output_timeout"):
+            item.output_timeout = NBVAL_OUTPUT_TIMEOUT
