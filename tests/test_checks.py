@@ -253,7 +253,11 @@ MISTAKES = [
     ("self_attention", lambda *a: self_attention(*a, swap=True), "swapped"),
     ("self_attention", lambda *a: self_attention(*a, scale="d_model"), "√d_model"),
     ("self_attention", lambda *a: self_attention(*a)[0], "return both"),
-    ("self_attention", lambda x, wq, wk, wv: self_attention(x, wq.T, wk.T, wv.T), "x @ w_q"),
+    (
+        "self_attention",
+        lambda x, wq, wk, wv: self_attention(x, wq.T, wk.T, wv.T),
+        "multiply x by each matrix",
+    ),
 ]
 
 CORRECT = {
@@ -488,7 +492,7 @@ def label_smoothed_loss(logits, targets, pad_id, eps, log_probs=None, spread_all
             lambda lo, t, p, e: label_smoothed_loss(
                 lo, t, p, e, log_probs=lambda x: torch.log(torch.softmax(x, dim=-1))
             ),
-            "use torch.log_softmax",
+            "use a stable log-softmax",
         ),
         (
             lambda lo, t, p, e: label_smoothed_loss(lo, t, p, e) * (t != p).sum(),
@@ -564,7 +568,7 @@ def test_greedy_decode_that_re_encodes_the_source_every_step_is_told_to_encode_o
     [
         ({"bos": True}, "drop it from what you return"),
         ({"feed": False}, "as if the decoder saw only BOS"),
-        ({"pos": 0}, r"not logits\[:, 0\]"),
+        ({"pos": 0}, "the last position along the time axis, not the first"),
         ({"pad_after_eos": False, "early_exit": False}, "must be PAD"),
         ({"stop": "any"}, "stopped when the first row produced EOS"),
         ({"keep_eos": False}, "EOS is missing"),
@@ -617,12 +621,12 @@ def rope(x, base=10000.0, sign=1.0, exponent=2.0, start=0, halves=False, mix=Tru
         a, b = x[..., : d // 2], x[..., d // 2 :]
         return torch.cat([a * c - b * s, a * s + b * c], dim=-1)
     a, b = x[..., 0::2], x[..., 1::2]
-    return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+    return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2).to(x.dtype)
 
 
 def test_rope_accepts_a_right_answer_with_one_line(capsys):
     checks.check_rope(rope)
-    assert capsys.readouterr().out.strip() == "✓ rope: all 3 cases pass"
+    assert capsys.readouterr().out.strip() == "✓ rope: all 4 cases pass"
 
 
 @pytest.mark.parametrize(

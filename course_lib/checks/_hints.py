@@ -19,19 +19,15 @@ MASK_HINTS = {
 }
 HINTS = {
     # attention, heads, positional encoding and masks (checks.py)
-    "sdpa_error": "scores = q @ k.transpose(-2, -1) has shape (..., L_q, L_k). Transpose only "
-    "the last two axes of k: k.T or k.transpose(0, 1) swap the batch axes instead and break "
-    "4-D inputs; the mask (True = may attend) must broadcast to (..., L_q, L_k)",
+    "sdpa_error": "the scores must have shape (..., L_q, L_k): each query meets each key. Transpose only the last two axes of k (the positions and the features); a transpose of the first two axes swaps the batch axes instead and breaks 4-D inputs. The mask (True = may attend) must broadcast to (..., L_q, L_k)",
     "sdpa_single": "you returned one tensor; return both (out, weights): the attention weights "
     "are needed to draw attention maps",
-    "no_scale": "scores are not scaled: divide q·kᵀ by √d_k = math.sqrt(d_k) before the softmax",
-    "scale_d": "scores divided by d_k instead of √d_k: use math.sqrt(d_k)",
+    "no_scale": "scores are not scaled: divide the query-key dot products by √d_k, the square root of d_k, before the softmax",
+    "scale_d": "scores divided by d_k instead of √d_k, its square root",
     "scale_mul": "scores multiplied by √d_k: divide by √d_k (sqrt of d_k) instead",
-    "fill_zero": "hidden scores were filled with 0 instead of -inf, so exp(0) = 1 still gives "
-    "them weight; use float('-inf')",
-    "sdpa_steps": "Steps: scores = queries times transposed keys (last two axes only), divided by the square root of d_k; hide masked keys with -inf; softmax over the last axis; weights times values.",
-    "contiguous": "after a transpose a tensor is not contiguous, so .view can fail: use .reshape "
-    "(or .contiguous().view)",
+    "fill_zero": "hidden scores were filled with 0 instead of -inf, so exp(0) = 1 still gives them weight; a hidden score must become minus infinity",
+    "sdpa_steps": "The idea: each query is compared with every key by a dot product, the comparisons are scaled by the square root of d_k, masked keys get no weight, the weights sum to 1 over the keys, and the output averages the values with them.",
+    "contiguous": "after a transpose a tensor is not contiguous in memory, so a view of it can fail: use a reshape, which copies when it must",
     "split_no_transpose": "reshaped straight to (B, H, L, d_k) without a transpose, which mixes "
     "positions and heads: memory holds x position by position, so each head got whole tokens "
     "chopped into pieces. Cut each position's features into heads first, then move the head "
@@ -47,8 +43,7 @@ HINTS = {
     "merge_no_reshape": "you transposed to (B, L, H, d_k) but did not reshape: merge the last two "
     "axes into H*d_k",
     "pe_swapped": "sin and cos swapped: even dimensions 2i get sin, odd dimensions 2i+1 get cos",
-    "pe_halves": "sin and cos concatenated in halves [sin ... | cos ...]; the paper interleaves "
-    "them: PE[:, 0::2] = sin, PE[:, 1::2] = cos",
+    "pe_halves": "sin and cos concatenated in halves [sin ... | cos ...]; the paper interleaves them: the even columns hold sin, the odd columns cos",
     "pe_exp_i": "wrong exponent: with i the pair index the angle is pos / 10000^(2i/d_model); "
     "you used i/d_model",
     "pe_exp_j": "wrong exponent: you used each dimension's own index j in 10000^(j/d_model), so "
@@ -61,10 +56,8 @@ HINTS = {
     "pe_formula": "PE[pos, 2i] = sin(pos / 10000^(2i/d_model)), PE[pos, 2i+1] = cos(...).",
     "causal_reversed": "mask polarity reversed: True must mean 'may attend' (the lower triangle "
     "and the diagonal); you marked the hidden future positions True",
-    "causal_future": "off by one: each query can also see the next (future) token; use "
-    "torch.tril(..., diagonal=0)",
-    "causal_self": "off by one: a token cannot see itself; the diagonal must be True "
-    "(torch.tril with diagonal=0)",
+    "causal_future": "off by one: each query can also see the next (future) token; the mask must keep the lower triangle including the diagonal, nothing above it",
+    "causal_self": "off by one: a token cannot see itself; the diagonal must be True (the lower triangle including the diagonal)",
     "causal_transposed": "the mask is transposed: rows are queries and columns keys, and query i "
     "may attend keys 0..i (the lower triangle), not i..L-1",
     "causal_both": "mask polarity reversed and off by one: True must mean 'may attend', i.e. "
@@ -78,18 +71,17 @@ HINTS = {
     "mha_no_proj": "output projection missing: apply w_o to the merged heads",
     "mha_single": "heads not split: this is single-head attention over all D features; split q, "
     "k and v into num_heads heads of d_k = D / num_heads",
-    "mha_transpose": "reshape without transpose: going (B, L, D) <-> (B, H, L, d_k) needs a view "
-    "to (B, L, H, d_k) plus transpose(1, 2) each way; a bare reshape mixes positions and heads",
+    "mha_transpose": "reshape without a transpose: going (B, L, D) <-> (B, H, L, d_k) goes through (B, L, H, d_k) and swaps the head and sequence axes each way; a bare reshape mixes positions and heads",
     "mha_no_scale": "scores are not scaled: divide by √d_k (sqrt of the per-head dimension d_k)",
     "mha_scale_d_model": "scaled by √d_model: each head divides by √d_k, d_k = D / num_heads",
     # LayerNorm, RNN-era attention, online softmax and KV cache (_checks_more.py)
     "ln_batchnorm": "normalised over the batch/sequence axis (BatchNorm-like): LayerNorm "
     "normalises each token's own feature vector, one mean and one variance per token, taken "
     "over its D features",
-    "ln_unbiased": "unbiased variance: torch.var and x.std divide by D - 1 by default; LayerNorm uses the biased variance (divide by D)",
+    "ln_unbiased": "unbiased variance: the library's variance and standard deviation divide by D - 1 by default; LayerNorm uses the biased variance (divide by D)",
     "ln_eps_outside": "eps outside the square root: LayerNorm adds eps to the variance first, "
     "then takes the square root",
-    "ln_std": "x.std() + eps: std is unbiased by default and eps belongs inside the square root; LayerNorm divides by the square root of (biased variance + eps)",
+    "ln_std": "standard deviation plus eps: the library's standard deviation is unbiased by default and eps belongs inside the square root; LayerNorm divides by the square root of (biased variance + eps)",
     "ln_no_eps": "eps is missing: it is added to the variance before the square root, so a "
     "constant vector does not divide by zero",
     "ln_fixed_eps": "eps is hard-coded: use the eps argument you were given",
@@ -109,8 +101,7 @@ HINTS = {
     "the cell has no memory",
     "rnn_bias": "a bias is missing: add both b_ih and b_hh",
     "pool_values": "each example's weights must sum to 1 over its L positions",
-    "pool_batch": "softmax over the wrong axis (the batch, dim=0): each example's weights must "
-    "sum to 1 over its L source positions, softmax over dim=1 of the (B, L) scores",
+    "pool_batch": "softmax over the wrong axis (the batch axis): each example's weights must sum to 1 over its L source positions, the second axis of the (B, L) scores",
     "pool_squeeze": "context must be (B, H_enc) and weights (B, L): squeeze the size-1 axis",
     "additive_no_tanh": "missing tanh: Bahdanau's score squashes the sum of the projected "
     "query and key with tanh before v reads one number out",
@@ -121,20 +112,16 @@ HINTS = {
     "dot_error": "the scores are one dot product per position: keys (B, L, H) against the "
     "query (B, H) of the same sentence, giving (B, L); a batched matrix product needs the query "
     "as a column (B, H, 1), or multiply and sum over H",
-    "os_acc": "forgot to rescale the old accumulator: multiply acc_prev by exp(m_prev - m_new) "
-    "before adding this block's exp(scores - m_new) @ v",
-    "os_l": "forgot to rescale l: l_new = l_prev * exp(m_prev - m_new) + "
-    "exp(scores - m_new).sum(-1, keepdim=True)",
+    "os_acc": "forgot to rescale the old accumulator: multiply it by exp(m_prev - m_new) before adding this block's exponentiated scores times its values",
+    "os_l": "forgot to rescale l: the new l is the old l times exp(m_prev - m_new) plus the sum over the block's keys of exp(scores - m_new)",
     "os_both": "forgot to rescale l and acc: both were built relative to the old max, multiply "
     "each by exp(m_prev - m_new)",
     "os_inverted": "the rescale factor is inverted: the old state was measured against the old "
     "max, and the new max is at least as large, so the factor that converts it is "
     "exp(old max - new max) <= 1, not its reciprocal",
-    "os_max": "the running max must be torch.maximum(m_prev, scores.amax(-1, keepdim=True)), "
-    "not this block's max alone",
+    "os_max": "the running max must be the larger of the previous max and this block's max per query, not this block's max alone",
     "os_unstable": "exp(scores) without subtracting the running max overflows for large scores; "
     "use exp(scores - m_new) and rescale the old state",
     "os_normalised": "keep acc un-normalised: divide by l only once, after the last block",
-    "os_shapes": "m and l are (..., L_q, 1) (keepdim=True), acc (..., L_q, d_v), scores_block "
-    "(..., L_q, B_k), v_block (..., B_k, d_v)",
+    "os_shapes": "m and l are (..., L_q, 1) (the key axis kept with size 1), acc (..., L_q, d_v), scores_block (..., L_q, B_k), v_block (..., B_k, d_v)",
 }

@@ -30,20 +30,12 @@ from ._machinery import (
 SELF_ATTENTION_ALLOWED = ("course_lib.attention.scaled_dot_product_attention",)
 
 SELF_ATTENTION_HINTS = {
-    "error": "x is (..., L, d_model) and w_q, w_k are (d_model, d_k), w_v (d_model, d_v): "
-    "project with x @ w_q (no transpose: these are plain matrices, not nn.Linear), then "
-    "scores = q @ k.transpose(-2, -1) of shape (..., L, L)",
-    "no_proj": "you attended with x itself (Q = K = V = x): project first, q = x @ w_q, "
-    "k = x @ w_k, v = x @ w_v; these learned matrices are what makes a layer more than a "
-    "similarity average",
-    "v_not_projected": "the values were not projected: the weights are right, but average "
-    "v = x @ w_v, not x",
-    "swap_qk": "queries and keys swapped: q = x @ w_q asks, k = x @ w_k answers; swapping them "
-    "transposes the score matrix, and projected scores are not symmetric",
-    "transposed": "the projection matrices were transposed: with w of shape (d_model, d_k) "
-    "compute x @ w, not x @ w.T",
-    "scale_d_model": "scores divided by √d_model: the scale is √d_k with d_k = w_q.shape[1], "
-    "the width of the queries, not the width of x",
+    "error": "x is (..., L, d_model) and w_q, w_k are (d_model, d_k), w_v (d_model, d_v): multiply x by each matrix as it is (no transpose: these are plain matrices, not nn.Linear layers); the scores are (..., L, L), one per query and key",
+    "no_proj": "you attended with x itself (Q = K = V = x): project x first into queries, keys and values with the three matrices; these learned matrices are what makes a layer more than a similarity average",
+    "v_not_projected": "the values were not projected: the weights are right, but the output must average the projected values (x times w_v), not x",
+    "swap_qk": "queries and keys swapped: the queries come from w_q (they ask) and the keys from w_k (they answer); swapping them transposes the score matrix, and projected scores are not symmetric",
+    "transposed": "the projection matrices were transposed: with w of shape (d_model, d_k) multiply x by w itself, not by its transpose",
+    "scale_d_model": "scores divided by √d_model: the scale is √d_k, with d_k the width of the queries (the columns of w_q), not the width of x",
     "steps": "Six steps: project x into queries, keys and values with the three matrices; scores = queries times transposed keys; divide by √d_k; softmax over the last axis; the weighted sum of the values.",
 }
 
@@ -52,13 +44,13 @@ SELF_ATTENTION_HINTS = {
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex3_1": (
-        "Each query compares itself with every key (a dot product), the comparisons are scaled so their spread does not grow with d_k, turned into weights that sum to 1 over the keys, and the values are averaged with those weights.",
+        "Each query compares itself with every key (a dot product), the comparisons are scaled so their spread does not grow with d_k, turned into weights that sum to 1 over the keys, and the values are averaged with those weights. A hidden key must get weight exactly 0: think about which score gives e^s = 0.",
         "Scores are (..., L_q, L_k): swap only the last two axes of k. Divide by sqrt(d_k). Where the mask is False, the score must become -inf before the softmax; the softmax runs over the last axis (the keys). out = weights times v.",
         "scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\nif mask is not None:\n    scores = scores.masked_fill(~mask, float('-inf'))\nweights = torch.softmax(scores, dim=-1)\nreturn weights @ v, weights",
     ),
     "ex3_2": (
-        "A layer learns what to ask, what to answer and what to hand over: three projections of x (queries, keys, values), then the attention of Exercise 3.1.",
-        "w_q, w_k, w_v are plain (d_model, d) matrices: multiply x by each, no transpose. The scale is sqrt of the width of the queries, w_q.shape[1], not of x. You may call your Exercise 3.1 function.",
+        "A layer learns what to ask, what to answer and what to hand over: three projections of x (queries, keys, values), then the attention of Exercise 3.1. Which width sets the scale: the width of x or of the queries?",
+        "w_q, w_k, w_v are plain (d_model, d) matrices: multiply x by each, no transpose. The scale is the square root of the width of the queries (the number of columns of w_q), not of x. You may call your Exercise 3.1 function.",
         "q, k, v = x @ w_q, x @ w_k, x @ w_v\nreturn scaled_dot_product_attention(q, k, v)",
     ),
 }
