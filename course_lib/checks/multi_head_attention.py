@@ -27,17 +27,17 @@ from ._machinery import (
 # `hint("exN_k")` in course_lib.checks walks up them; only the last level shows code.
 LADDERS: dict[str, tuple[str, ...]] = {
     "ex4_1": (
-        "Each head owns a contiguous block of d_k features of every position; the head axis then moves in front of the sequence axis, so attention runs per head.",
+        "Each head owns a contiguous block of d_k features of every position; the head axis then moves in front of the sequence axis, so attention runs per head. The usual trap: going straight to the final shape gives the right shape and the wrong answer (section 4 shows why).",
         "Look at the feature axis as (H, d_k) without moving any data (view to (B, L, H, d_k)), then swap the sequence and head axes. Reshaping straight to (B, H, L, d_k) gives the right shape but mixes positions.",
         "B, L, D = x.shape\nreturn x.view(B, L, num_heads, D // num_heads).transpose(1, 2)",
     ),
     "ex4_2": (
-        "Undo split_heads: bring the sequence axis back in front of the heads, then lay the heads' features side by side.",
+        "Undo split_heads: bring the sequence axis back in front of the heads, then lay the heads' features side by side. One trap: after two axes are swapped, the numbers no longer lie row by row in memory, so an operation that only reinterprets memory refuses to run.",
         "Swap axes 1 and 2 to get (B, L, H, d_k), then merge the last two axes into H*d_k. After a transpose the tensor is not contiguous, so use reshape (view would fail).",
         "B, H, L, d_k = x.shape\nreturn x.transpose(1, 2).reshape(B, L, H * d_k)",
     ),
     "ex4_3": (
-        "Multi-head attention = project, split into heads, attend in every head at once, merge the heads, project again. The output is one (B, L, D) tensor.",
+        "Multi-head attention = project, split into heads, attend in every head at once, merge the heads, project again. The output is one (B, L, D) tensor. Ask yourself which operation of notebook 03 runs inside every head, and on tensors of which shape.",
         "w_q(x), w_k(x), w_v(x) are (B, L, D); split each to (B, H, L, d_k); the attention function of Exercise 3.1 handles the 4-D tensors; merge back to (B, L, D) and apply w_o. split/merge from 4.1/4.2 (yours or the course's) are allowed, MultiHeadAttention is not.",
         "q, k, v = (ref_split_heads(w(x), num_heads) for w in (w_q, w_k, w_v))\nout, _ = scaled_dot_product_attention(q, k, v)\nreturn w_o(ref_merge_heads(out))",
     ),
