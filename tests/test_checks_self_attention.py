@@ -76,3 +76,14 @@ def test_successor_messages_hold_no_solution_line():
             checks.check_successor_projections(wrong)
         text = _normal(str(info.value).split("(at line")[0])
         assert not [line for line in lines if line in text], str(info.value)
+
+
+def test_integer_projections_are_refused_as_not_float():
+    """The prompt asks for two float tensors; an integer design is told so, whatever it scores."""
+
+    def integer_design(n):
+        w_q = torch.eye(n, dtype=torch.long) * 10
+        return w_q, w_q.roll(1, dims=1)
+
+    with pytest.raises(AssertionError, match="must be float tensors"):
+        checks.check_successor_projections(integer_design)

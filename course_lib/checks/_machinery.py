@@ -312,7 +312,7 @@ def compare(
         idx = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
         largest = diff.max().item()
         raise AssertionError(
-            f"{label}: {name} has the right shape but wrong values; at index {idx} expected "
+            f"{label}: {name}: right shape, wrong values; at index {idx} expected "
             f"{_fmt(e[idx].item())}, got {_fmt(a[idx].item())} "
             f"(largest difference {_fmt(largest) if largest != float('inf') else 'inf'}). "
             f"{value_hint}".rstrip()

@@ -26,8 +26,9 @@ ROPE_HINTS = {
     "error": "x is (..., L, d) with d even, float32 or float16: positions run along axis -2, "
     "features along -1; the angles pos / 10000^(2i/d) form an (L, d/2) grid, one per position "
     "and pair, and pair i is the even feature 2i with the odd feature 2i+1",
-    "direction": "rotated the wrong way (by -angle): the new pair is "
-    "(x_even·cos - x_odd·sin, x_even·sin + x_odd·cos); check the signs of the sin terms",
+    "direction": "rotated the wrong way (by -angle, clockwise): the pair must turn "
+    "counter-clockwise by +angle, with the even feature as the first coordinate of the point; "
+    "check which of the two new coordinates gets the minus sign",
     "halves": "you paired dimension i with i + d/2 (the 'rotate_half' layout of some "
     "libraries); this exercise pairs neighbours: feature 2i with feature 2i+1",
     "exp_i": "wrong frequencies: pair i turns at 1 / 10000^(2i/d), not 1 / 10000^(i/d); "

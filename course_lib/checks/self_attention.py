@@ -196,6 +196,8 @@ def _sdpa_case(fn, label: str, q, k, v, mask: torch.Tensor | None) -> None:
 
 
 SUCCESSOR_HINTS = {
+    "float": "W_q and W_k must be float tensors: a projection is multiplied with float token "
+    "vectors, and an integer matrix cannot be (build them in a floating-point dtype)",
     "error": "successor_projections(n) gets one int, the number of distinct numbers, and "
     "returns two float tensors (W_q, W_k), each (n, d_k) with the same d_k of your choice",
     "tuple": "return a tuple (W_q, W_k) of two tensors, each of shape (n, d_k)",
@@ -251,6 +253,9 @@ def _successor_case(fn, label: str, n: int) -> None:
     if not isinstance(result, tuple | list) or len(result) != 2:
         raise AssertionError(f"{label}: {hints['tuple']}")
     w_q, w_k = as_tensors(result, label, ("W_q", "W_k"), hints["tuple"])
+    if not (w_q.is_floating_point() and w_k.is_floating_point()):
+        got = f"W_q {w_q.dtype}, W_k {w_k.dtype}"
+        raise AssertionError(f"{label}: {hints['float']} (got {got})")
     if w_q.ndim != 2 or w_k.ndim != 2 or w_q.shape[0] != n or w_q.shape != w_k.shape:
         got = f"W_q {tuple(w_q.shape)}, W_k {tuple(w_k.shape)}"
         raise AssertionError(f"{label}: {hints['shape']} (n = {n}; got {got})")
