@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from course_lib import checks
-from course_lib.checks.positional_encoding import LADDERS, ROPE_ATTN_HINTS
+from course_lib.checks._rope_attention import ROPE_ATTN_HINTS
+from course_lib.checks.positional_encoding import LADDERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,7 +148,7 @@ def test_no_hint_or_early_ladder_level_holds_code():
 
 def test_the_lesson_rotary_attention_matches_the_check_answer():
     from course_lib.checks._answers import random_linear
-    from course_lib.checks.positional_encoding import rope_attention_oracle
+    from course_lib.checks._rope_attention import rope_attention_oracle
     from course_lib.lessons.positional_encoding import RotarySelfAttention
 
     g = torch.Generator().manual_seed(0)

@@ -46,7 +46,9 @@ from . import (
     self_attention,
     transformer_block,
 )
+from ._layer_norm import check_layer_norm
 from ._machinery import NOT_ATTEMPTED, reference_objects
+from ._rope_attention import check_rope_self_attention
 from .attention_in_rnns import check_additive_attention, check_decoder_step, check_dot_attention
 from .cross_attention import check_cross_attention, check_field_attention
 from .efficiency import check_cached_attention, check_online_softmax
@@ -54,14 +56,14 @@ from .full_transformer import check_beam_decode, check_greedy_decode, check_labe
 from .gpt_decoder_only import check_causal_lm_loss, check_top_k, check_top_p
 from .masking import check_causal_mask, check_masked_softmax, check_padding_mask
 from .multi_head_attention import check_merge_heads, check_multi_head_attention, check_split_heads
-from .positional_encoding import check_rope, check_rope_self_attention, check_sinusoidal_encoding
+from .positional_encoding import check_rope, check_sinusoidal_encoding
 from .rnn_bottlenecks import check_gradient_reach, check_rnn_cell, check_rnn_step_jacobian
 from .self_attention import (
     check_scaled_dot_product_attention,
     check_self_attention,
     check_successor_projections,
 )
-from .transformer_block import check_encoder_layer, check_fixed_block, check_layer_norm
+from .transformer_block import check_encoder_layer, check_fixed_block
 
 _MODULES = (
     rnn_bottlenecks,
