@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -45,6 +46,14 @@ def _texts(value: object) -> list[str]:
     return []
 
 
+def _checks_modules() -> list[object]:
+    """Every module of course_lib.checks, the private ones a check is split into included."""
+    package = Path(checks.__file__).parent
+    return [
+        importlib.import_module(f"course_lib.checks.{p.stem}") for p in sorted(package.glob("*.py"))
+    ]
+
+
 def message_texts() -> dict[str, str]:
     """Every hint text a failure message can contain: _hints and each module's *_HINTS."""
     found = {
@@ -53,7 +62,7 @@ def message_texts() -> dict[str, str]:
         for i, t in enumerate(_texts(getattr(_hints, n)))
     }
     found["_hints.SOFTMAX_AXIS"] = _hints.SOFTMAX_AXIS
-    for module in checks._MODULES:
+    for module in _checks_modules():
         for name, value in vars(module).items():
             if name.endswith("_HINTS"):
                 for i, text in enumerate(_texts(value)):
